@@ -1,0 +1,57 @@
+"""Risk-sensitive group advantages: the whole of RS-GRPO's math.
+
+For a group of rewards r_1..r_G and risk parameter β, RS-GRPO maximises
+J = (1/β) log E[exp(β r)], whose per-sample advantage is
+
+    A_i = (1/β) (exp(β r_i) / mean_j exp(β r_j) − 1) = expm1(β r_i − logmeanexp_j(β r_j)) / β.
+
+β → 0 recovers GRPO's centred reward r_i − mean_j r_j; β → ∞ weights only the best samples.
+"""
+
+import math
+
+import torch
+
+# Below this |β| the β=0 limit is exact to float64 precision for any reward scale we accept.
+_BETA_ZERO_TOLERANCE = 1e-12
+
+
+def risk_sensitive_advantages(rewards: torch.Tensor, group_size: int, beta: float) -> torch.Tensor:
+    """Per-sample risk-sensitive advantages for contiguous groups of `group_size` rewards.
+
+    NaN rewards (a reward function returned None) are left out of their group's statistics and
+    get advantage 0; a group whose valid rewards are all equal gets exactly 0. Negative β
+    (risk-averse) follows the same formula. Returns a tensor of `rewards`' shape and dtype.
+    """
+    if not isinstance(rewards, torch.Tensor) or rewards.dim() != 1:
+        raise ValueError(f"`rewards` must be a 1-D tensor, got shape {tuple(getattr(rewards, 'shape', ()))}.")
+    if not isinstance(group_size, int) or group_size < 1:
+        raise ValueError(f"`group_size` must be an integer >= 1, got {group_size!r}.")
+    if rewards.numel() % group_size != 0:
+        raise ValueError(f"`rewards` has {rewards.numel()} elements, not divisible by `group_size`={group_size}.")
+    if not math.isfinite(beta):
+        raise ValueError(f"`beta` must be a finite float, got {beta!r}.")
+
+    # float64 keeps β·r exact enough for |β r| up to ~1e7 (rewards 1e4, β 1e3).
+    grouped = rewards.detach().to(torch.float64).view(-1, group_size)
+    valid = ~torch.isnan(grouped)
+    count = valid.sum(dim=1, keepdim=True)
+    filled = torch.where(valid, grouped, torch.zeros_like(grouped))
+    mean = filled.sum(dim=1, keepdim=True) / count.clamp(min=1)
+    # Centring first removes any common offset, so exp never sees a raw reward.
+    centred = torch.where(valid, grouped - mean, torch.zeros_like(grouped))
+
+    if abs(beta) < _BETA_ZERO_TOLERANCE:
+        advantages = centred
+    else:
+        scaled = torch.where(valid, beta * centred, torch.full_like(grouped, -math.inf))
+        log_mean_exp = torch.logsumexp(scaled, dim=1, keepdim=True) - count.clamp(min=1).log()
+        # scaled − log_mean_exp <= log(G), so expm1 never overflows.
+        advantages = torch.expm1(scaled - log_mean_exp) / beta
+        advantages = torch.where(valid, advantages, torch.zeros_like(advantages))
+
+    # Exact zeros for constant groups: float round-off must not invent a learning signal.
+    spread = torch.where(valid, grouped, -math.inf).amax(dim=1) - torch.where(valid, grouped, math.inf).amin(dim=1)
+    constant = ~(spread > 0)
+    advantages = torch.where(constant.unsqueeze(1), torch.zeros_like(advantages), advantages)
+    return advantages.reshape(rewards.shape).to(rewards.dtype)

@@ -1,0 +1,34 @@
+"""`rs-trl` command line: one sub-command per concern, each module owning its own argument parsing."""
+
+import importlib
+import sys
+
+COMMANDS = {
+    "train": ("rs_trl.train", "main", "train with RS-GRPO (TrlParser; `--config recipe.yaml`, defaults to the offline demo)"),
+    "eval": ("rs_trl.evaluation", "main", "sample n completions per problem and report pass@k"),
+    "compare": ("rs_trl.evaluation", "compare_main", "compare pass@k result files (table + newly solved problems)"),
+    "bandit": ("rs_trl.bandit", "main", "reproduce the paper's 100-armed bandit figure and lemmas"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: rs-trl COMMAND [ARGS...]", "", "commands:"]
+    lines += [f"  {name:<8} {help_text}" for name, (_, _, help_text) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if argv else 2
+    if argv[0] not in COMMANDS:
+        print(f"rs-trl: unknown command {argv[0]!r}; choose from {', '.join(COMMANDS)}.\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module_name, function_name, _ = COMMANDS[argv[0]]
+    command = getattr(importlib.import_module(module_name), function_name)
+    return command(argv[1:]) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
