@@ -35,7 +35,7 @@ def risk_sensitive_advantages(rewards: torch.Tensor, group_size: int, beta: floa
     # float64 keeps β·r exact enough for |β r| up to ~1e7 (rewards 1e4, β 1e3).
     grouped = rewards.detach().to(torch.float64).view(-1, group_size)
     valid = ~torch.isnan(grouped)
-    count = valid.sum(dim=1, keepdim=True)
+    count = valid.sum(dim=1, keepdim=True).to(torch.float64)
     filled = torch.where(valid, grouped, torch.zeros_like(grouped))
     mean = filled.sum(dim=1, keepdim=True) / count.clamp(min=1)
     # Centring first removes any common offset, so exp never sees a raw reward.
@@ -44,10 +44,13 @@ def risk_sensitive_advantages(rewards: torch.Tensor, group_size: int, beta: floa
     if abs(beta) < _BETA_ZERO_TOLERANCE:
         advantages = centred
     else:
-        scaled = torch.where(valid, beta * centred, torch.full_like(grouped, -math.inf))
-        log_mean_exp = torch.logsumexp(scaled, dim=1, keepdim=True) - count.clamp(min=1).log()
-        # scaled − log_mean_exp <= log(G), so expm1 never overflows.
-        advantages = torch.expm1(scaled - log_mean_exp) / beta
+        scaled = beta * centred
+        top = torch.where(valid, scaled, torch.full_like(scaled, -math.inf)).amax(dim=1, keepdim=True)
+        below_top = torch.where(valid, scaled - top.nan_to_num(neginf=0.0), torch.zeros_like(scaled))
+        # logmeanexp(scaled) − top = log1p(mean(expm1(scaled − top))): every term stays O(β·spread), so tiny β
+        # keeps full relative precision, and scaled − top <= 0 means exp never overflows.
+        log_mean_exp_below_top = torch.log1p(torch.expm1(below_top).sum(dim=1, keepdim=True) / count.clamp(min=1))
+        advantages = torch.expm1(below_top - log_mean_exp_below_top) / beta
         advantages = torch.where(valid, advantages, torch.zeros_like(advantages))
 
     # Exact zeros for constant groups: float round-off must not invent a learning signal.

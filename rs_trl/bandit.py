@@ -1,0 +1,312 @@
+"""The paper's 100-armed bandit (arXiv 2509.24261, `codes/bandit.py`) and its Lemmas 1-2, vectorised.
+
+A softmax policy over 100 arms starts on a local reward peak (arm 75, reward 0.6) far from the
+global one (arm 40, reward 1.0). Sampled REINFORCE with the risk-sensitive advantage is run for
+every β and seed at once: the whole sweep is one [β, seed, arm] tensor, so one update of all runs
+is a handful of tensor ops instead of a Python loop over β, seeds and actions.
+
+`rs-trl bandit --out DIR` writes DIR/bandit.json and DIR/bandit.png; `rs-trl bandit --lemmas`
+prints the exact (all actions enumerated) expected updates behind Lemmas 1 and 2.
+"""
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+N_ARMS = 100
+GLOBAL_ARM, LOCAL_ARM = 40, 75
+DEFAULT_BETAS = (0.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
+MOVING_AVERAGE_WINDOW = 1000  # environment steps, as in the paper's plot
+FINAL_WINDOW = 10_000  # environment steps averaged for `final_reward`
+ESCAPE_THRESHOLD = 0.9  # moving-average reward that only the global peak can reach (local peak pays 0.6)
+
+
+def reward_landscape(n_arms: int = N_ARMS) -> torch.Tensor:
+    """Deterministic reward per arm: 0.1 baseline + a 0.9 peak at arm 40 + a 0.5 peak at arm 75 (width 5)."""
+    arms = torch.arange(n_arms, dtype=torch.float64)
+    peak = lambda centre: torch.exp(-((arms - centre) ** 2) / (2 * 5.0**2))  # noqa: E731
+    return 0.1 + 0.9 * peak(GLOBAL_ARM) + 0.5 * peak(LOCAL_ARM)
+
+
+def initial_logits(n_arms: int = N_ARMS) -> torch.Tensor:
+    """The paper's initial policy: log of a bump on the local peak plus a 0.1 floor (π(arm 40) ≈ 0.004)."""
+    arms = torch.arange(n_arms, dtype=torch.float64)
+    probs = torch.exp(-0.5 * ((arms - LOCAL_ARM) / 5.0) ** 2) + 0.1
+    logits = torch.log(probs / probs.sum() + 1e-8)
+    return logits - logits.mean()
+
+
+def batched_risk_sensitive_advantages(rewards: torch.Tensor, betas: torch.Tensor) -> torch.Tensor:
+    """`risk_sensitive_advantages` for groups along the last dim of `rewards` [n_betas, ..., G], one β per row.
+
+    Same formula, expm1(β(r − mean) − logmeanexp(β(r − mean))) / β with r − mean at β = 0, but with a
+    different β per leading index, so a whole β sweep is one tensor op.
+    """
+    beta = betas.to(rewards.dtype).view(-1, *([1] * (rewards.dim() - 1)))
+    centred = rewards - rewards.mean(dim=-1, keepdim=True)
+    is_zero = beta == 0
+    safe_beta = torch.where(is_zero, torch.ones_like(beta), beta)
+    scaled = safe_beta * centred
+    log_mean_exp = torch.logsumexp(scaled, dim=-1, keepdim=True) - math.log(rewards.shape[-1])
+    return torch.where(is_zero, centred, torch.expm1(scaled - log_mean_exp) / safe_beta)
+
+
+def _validate(steps: int, betas: list[float], seeds: int, batch_size: int, lr: float) -> None:
+    if not betas or not all(math.isfinite(b) for b in betas):
+        raise ValueError(f"`betas` must be a non-empty list of finite floats, got {betas!r}.")
+    if seeds < 1:
+        raise ValueError(f"`seeds` (number of seeds) must be >= 1, got {seeds}.")
+    if batch_size < 2:
+        raise ValueError(f"`batch_size` must be >= 2 (a group of 1 has zero advantage), got {batch_size}.")
+    if not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"`lr` must be a finite float > 0, got {lr!r}.")
+    if steps < batch_size or steps % batch_size:
+        raise ValueError(f"`steps` must be a positive multiple of `batch_size` ({batch_size}), got {steps}.")
+
+
+def run_bandit(
+    steps: int = 400_000,
+    betas: list[float] = DEFAULT_BETAS,
+    seeds: int = 5,
+    batch_size: int = 16,
+    lr: float = 0.1,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, torch.Tensor]:
+    """Run every (β, seed) pair of the bandit at once.
+
+    Returns `rewards` [n_betas, seeds, steps] (reward of each environment step, float32),
+    `entropy` [n_betas, seeds, updates] (policy entropy after each update) and `final_policy`
+    [n_betas, seeds, arms]. The same uniform draws are shared across β (common random numbers), so
+    β is the only difference between the runs of one seed.
+    """
+    betas = [float(b) for b in betas]
+    _validate(steps, betas, seeds, batch_size, lr)
+    updates = steps // batch_size
+    landscape = reward_landscape()
+    theta = initial_logits().expand(len(betas), seeds, N_ARMS).clone()
+    beta_tensor = torch.tensor(betas, dtype=torch.float64)
+    rewards_log = torch.empty(updates, len(betas), seeds, batch_size, dtype=torch.float32)
+    entropy_log = torch.empty(updates, len(betas), seeds, dtype=torch.float32)
+    generator = torch.Generator().manual_seed(seed)
+    chunk = 500  # uniforms are drawn per chunk of updates: one RNG call instead of hundreds
+
+    with torch.inference_mode(), tqdm(total=updates, desc="bandit updates", disable=not progress) as bar:
+        for start in range(0, updates, chunk):
+            stop = min(start + chunk, updates)
+            uniforms = torch.rand(stop - start, 1, seeds, batch_size, generator=generator, dtype=torch.float64)
+            uniforms = uniforms.expand(-1, len(betas), -1, -1)
+            for u in range(start, stop):
+                probs = torch.softmax(theta, dim=-1)
+                # Inverse-CDF sampling of `batch_size` arms per run; clamp guards cdf[-1] < 1 round-off.
+                actions = torch.searchsorted(probs.cumsum(-1), uniforms[u - start].contiguous()).clamp_(max=N_ARMS - 1)
+                rewards = landscape[actions]
+                weights = batched_risk_sensitive_advantages(rewards, beta_tensor)
+                # mean_i w_i ∇log π(a_i) with ∇log π(a) = onehot(a) − π for a softmax policy.
+                grad = torch.zeros_like(theta).scatter_add_(-1, actions, weights) - probs * weights.sum(-1, keepdim=True)
+                theta += lr * grad / batch_size
+                rewards_log[u] = rewards
+                entropy_log[u] = torch.special.entr(torch.softmax(theta, dim=-1)).sum(-1)
+            bar.update(stop - start)
+
+    return {
+        "rewards": rewards_log.permute(1, 2, 0, 3).reshape(len(betas), seeds, steps),
+        "entropy": entropy_log.permute(1, 2, 0),
+        "final_policy": torch.softmax(theta, dim=-1),
+    }
+
+
+def moving_average(rewards: torch.Tensor, window: int = MOVING_AVERAGE_WINDOW) -> torch.Tensor:
+    """Trailing mean over `window` steps along the last dim; entry i covers steps i+1 .. i+window."""
+    window = min(window, rewards.shape[-1])
+    cumulative = torch.nn.functional.pad(rewards.to(torch.float64).cumsum(-1), (1, 0))
+    return (cumulative[..., window:] - cumulative[..., :-window]) / window
+
+
+def summarize(rewards: torch.Tensor, betas: list[float]) -> dict[str, dict[str, list]]:
+    """Per β: `final_reward` (mean of the last 10k steps) and `escape_step` (first step whose trailing
+    1000-step mean exceeds 0.9, or None) for each seed."""
+    final = rewards[..., -min(FINAL_WINDOW, rewards.shape[-1]) :].to(torch.float64).mean(-1)
+    averaged = moving_average(rewards)
+    window = rewards.shape[-1] - averaged.shape[-1] + 1
+    escaped = averaged > ESCAPE_THRESHOLD
+    first = escaped.to(torch.int8).argmax(-1)
+    results = {}
+    for i, beta in enumerate(betas):
+        results[_beta_key(beta)] = {
+            "final_reward": [round(v, 4) for v in final[i].tolist()],
+            "escape_step": [int(f) + window if e else None for f, e in zip(first[i].tolist(), escaped[i].any(-1).tolist())],
+        }
+    return results
+
+
+def _beta_key(beta: float) -> str:
+    return str(int(beta)) if float(beta).is_integer() else str(beta)
+
+
+def plot(run: dict[str, torch.Tensor], betas: list[float], path: Path) -> None:
+    """Three panels: landscape + initial policy, moving-average reward per β, entropy per β (seed mean, min-max band)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_land, ax_reward, ax_entropy) = plt.subplots(1, 3, figsize=(18, 5))
+    arms = torch.arange(N_ARMS)
+    ax_land.plot(arms, reward_landscape(), color="black", label="reward")
+    ax_land.set(xlabel="arm", ylabel="reward", title="Reward landscape and initial policy")
+    ax_policy = ax_land.twinx()
+    ax_policy.fill_between(arms, torch.softmax(initial_logits(), -1), alpha=0.3, color="tab:orange", label="initial π")
+    ax_policy.set_ylabel("initial policy probability")
+    handles = ax_land.get_legend_handles_labels()[0] + ax_policy.get_legend_handles_labels()[0]
+    ax_land.legend(handles=handles, loc="upper left")
+
+    averaged = moving_average(run["rewards"])
+    stride = max(1, averaged.shape[-1] // 2000)  # ~2000 points per curve keeps the PNG light
+    reward_steps = torch.arange(averaged.shape[-1])[::stride] + (run["rewards"].shape[-1] - averaged.shape[-1] + 1)
+    batch_size = run["rewards"].shape[-1] // run["entropy"].shape[-1]
+    entropy_stride = max(1, run["entropy"].shape[-1] // 2000)
+    entropy_steps = (torch.arange(run["entropy"].shape[-1])[::entropy_stride] + 1) * batch_size
+    colors = plt.cm.viridis(torch.linspace(0, 0.95, len(betas)).numpy())
+    for i, (beta, color) in enumerate(zip(betas, colors)):
+        for ax, series, steps in (
+            (ax_reward, averaged[i, :, ::stride], reward_steps),
+            (ax_entropy, run["entropy"][i, :, ::entropy_stride], entropy_steps),
+        ):
+            ax.plot(steps, series.mean(0), color=color, label=f"β={_beta_key(beta)}")
+            if series.shape[0] > 1:
+                ax.fill_between(steps, series.min(0).values, series.max(0).values, color=color, alpha=0.15)
+    ax_reward.set(xlabel="environment steps", ylabel=f"reward ({MOVING_AVERAGE_WINDOW}-step moving average)", title="Reward")
+    ax_entropy.set(xlabel="environment steps", ylabel="policy entropy (nats)", title="Policy entropy")
+    ax_reward.legend(loc="lower right")
+    n_seeds = run["rewards"].shape[1]
+    fig.suptitle(f"100-armed bandit, sampled REINFORCE with risk-sensitive advantage ({n_seeds} seeds: mean, min-max band)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------- Lemmas 1 and 2 (exact expected updates)
+
+
+def expected_update(logits: torch.Tensor, rewards: torch.Tensor, beta: float) -> torch.Tensor:
+    """Exact policy gradient of J_β = (1/β) log E_π[exp(β r)] (J_0 = E_π[r]) for a softmax policy, all actions enumerated.
+
+    Component i is π_i (r_i − E r) at β = 0 and (π_i / β)(exp(β r_i) / E exp(β r) − 1) otherwise: the
+    population version of the (risk-sensitive) advantage. Computed in log space so β = 1e4 is fine.
+    """
+    log_probs = torch.log_softmax(logits.to(torch.float64), dim=-1)
+    probs = log_probs.exp()
+    rewards = rewards.to(torch.float64)
+    if beta == 0:
+        return probs * (rewards - (probs * rewards).sum())
+    log_ratio = beta * rewards - torch.logsumexp(log_probs + beta * rewards, dim=-1)
+    return probs * torch.expm1(log_ratio) / beta
+
+
+def optimal_probability_change(logits: torch.Tensor, rewards: torch.Tensor, beta: float, lr: float = 0.1) -> float:
+    """Change of π(best arm) after one exact expected step θ ← θ + lr ∇J_β."""
+    best = int(rewards.argmax())
+    before = torch.softmax(logits.to(torch.float64), -1)[best]
+    after = torch.softmax(logits.to(torch.float64) + lr * expected_update(logits, rewards, beta), -1)[best]
+    return float(after - before)
+
+
+def smallest_improving_beta(logits: torch.Tensor, rewards: torch.Tensor, lr: float = 0.1, max_beta: float = 1e4) -> float:
+    """Smallest β (to 1e-3 relative, by bisection) above which the expected RS step raises π(best arm).
+
+    Lemma 2 says such a β exists for every policy; raises ValueError if none is found below `max_beta`.
+    """
+    if optimal_probability_change(logits, rewards, max_beta, lr) <= 0:
+        raise ValueError(f"No β <= max_beta={max_beta} raises the optimal arm's probability.")
+    low, high = 0.0, max_beta
+    while high - low > 1e-3 * high:
+        middle = (low + high) / 2
+        low, high = (middle, high) if optimal_probability_change(logits, rewards, middle, lr) <= 0 else (low, middle)
+    return high
+
+
+def lemma_numbers(lr: float = 0.1) -> dict[str, float]:
+    """Lemmas 1-2 on the bandit's own initial policy: the standard step lowers π(arm 40), large enough β raises it."""
+    logits, rewards = initial_logits(), reward_landscape()
+    numbers = {
+        "pi_optimal_initial": float(torch.softmax(logits, -1)[GLOBAL_ARM]),
+        "expected_reward_initial": float((torch.softmax(logits, -1) * rewards).sum()),
+        "lr": lr,
+        "smallest_improving_beta": smallest_improving_beta(logits, rewards, lr),
+    }
+    for beta in (0.0, 2.0, 4.0, 8.0, 16.0):
+        numbers[f"delta_pi_optimal_beta_{_beta_key(beta)}"] = optimal_probability_change(logits, rewards, beta, lr)
+    return numbers
+
+
+def _print_lemmas(numbers: dict[str, float]) -> None:
+    print("Lemmas 1-2 on the bandit's initial policy (exact expected update, all 100 arms enumerated):")
+    print(f"  π(optimal arm {GLOBAL_ARM}) = {numbers['pi_optimal_initial']:.6f}, E[r] = {numbers['expected_reward_initial']:.4f}")
+    for key, value in numbers.items():
+        if key.startswith("delta_pi_optimal_beta_"):
+            beta = key.removeprefix("delta_pi_optimal_beta_")
+            verdict = "lowers" if value < 0 else "raises"
+            print(f"  β={beta:>3}: one step (lr {numbers['lr']}) changes π(optimal) by {value:+.3e} ({verdict} it)")
+    print(f"  Lemma 1: the standard (β=0) update lowers the optimal arm's probability.")
+    print(f"  Lemma 2: every β > {numbers['smallest_improving_beta']:.3f} raises it.")
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rs-trl bandit", description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("bandit"), help="output directory (default: ./bandit)")
+    parser.add_argument("--steps", type=int, default=400_000, help="environment steps per run (default: 4e5)")
+    parser.add_argument("--betas", type=float, nargs="+", default=list(DEFAULT_BETAS), help="risk parameters β")
+    parser.add_argument("--seeds", type=int, default=5, help="number of seeds per β (default: 5)")
+    parser.add_argument("--seed", type=int, default=0, help="base random seed (default: 0)")
+    parser.add_argument("--batch-size", type=int, default=16, help="actions sampled per update (default: 16)")
+    parser.add_argument("--lr", type=float, default=0.1, help="learning rate (default: 0.1)")
+    parser.add_argument("--lemmas", action="store_true", help="print the Lemma 1-2 numbers and exit")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.lemmas:
+        _print_lemmas(lemma_numbers(args.lr))
+        return 0
+    _validate(args.steps, args.betas, args.seeds, args.batch_size, args.lr)
+    args.out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    run = run_bandit(args.steps, args.betas, args.seeds, args.batch_size, args.lr, args.seed)
+    elapsed = time.perf_counter() - started
+    config = {
+        "arms": N_ARMS,
+        "steps": args.steps,
+        "updates": args.steps // args.batch_size,
+        "betas": args.betas,
+        "seeds": args.seeds,
+        "seed": args.seed,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "moving_average_window": MOVING_AVERAGE_WINDOW,
+        "final_window": min(FINAL_WINDOW, args.steps),
+        "escape_threshold": ESCAPE_THRESHOLD,
+        "wall_time_s": round(elapsed, 2),
+    }
+    results = summarize(run["rewards"], args.betas)
+    (args.out / "bandit.json").write_text(json.dumps({"config": config, "results": results}, indent=2) + "\n")
+    plot(run, args.betas, args.out / "bandit.png")
+    for beta, result in results.items():
+        escapes = [s for s in result["escape_step"] if s is not None]
+        mean_final = sum(result["final_reward"]) / len(result["final_reward"])
+        print(
+            f"β={beta:>4}: final reward {mean_final:.3f} (per seed {result['final_reward']}), "
+            f"escaped {len(escapes)}/{len(result['escape_step'])} seeds"
+            + (f", median escape step {sorted(escapes)[len(escapes) // 2]}" if escapes else "")
+        )
+    print(f"{args.steps} steps x {len(args.betas)} betas x {args.seeds} seeds in {elapsed:.1f} s -> {args.out}/bandit.json, bandit.png")
+    return 0

@@ -1,0 +1,280 @@
+r"""Math rewards for GRPO / RS-GRPO: a Math-Verify accuracy reward that cannot hang, and a `\boxed{}` format reward.
+
+Math-Verify's own timeouts use `signal.alarm`, which only works in the main thread, and a pathological sympy
+comparison can otherwise run for minutes. Here grading runs in persistent worker processes (started once, reused
+every step) with Math-Verify's signal timeouts disabled; a worker that overruns its per-answer time limit is killed
+and replaced, and that answer scores 0.0. This works from any thread or process, including daemonic ones.
+
+Combining with TRL's overlong punishment (DAPO's soft length penalty, Eq. 13)::
+
+    from trl.rewards import get_soft_overlong_punishment
+    from rs_trl.rewards import math_accuracy_reward
+
+    overlong = get_soft_overlong_punishment(max_completion_len=4096, soft_punish_cache=512)
+    trainer = RSGRPOTrainer(..., reward_funcs=[math_accuracy_reward, overlong],
+                            args=RSGRPOConfig(..., reward_weights=[1.0, 1.0]))
+
+TRL sums the weighted rewards before computing advantages, so the total is no longer binary; the risk-sensitive
+advantage is defined for any real reward, but the paper's results use the binary accuracy reward alone.
+
+This file doubles as the worker: `python -P rewards.py` serves JSON lines on stdin/stdout. It therefore imports
+only the standard library at module level (Math-Verify is imported inside the worker).
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from typing import Any
+
+_BOXED = "\\boxed"
+
+
+def completion_text(completion: Any) -> str:
+    """Text of one TRL completion: a plain string, or a conversation whose last message is the assistant's turn."""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, list) and completion and isinstance(completion[-1], dict):
+        content = completion[-1].get("content")
+        if isinstance(content, list):  # multimodal content parts
+            return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+        return content if isinstance(content, str) else ""
+    return ""
+
+
+def last_boxed(text: str) -> str | None:
+    r"""Content of the last `\boxed{...}` in `text` (balanced braces), or None if there is no complete one."""
+    start = text.rfind(_BOXED + "{")
+    while start != -1:
+        depth = 0
+        for i in range(start + len(_BOXED), len(text)):
+            if text[i] == "{":
+                depth += 1
+            elif text[i] == "}":
+                depth -= 1
+                if depth == 0:
+                    return text[start + len(_BOXED) + 1 : i]
+        start = text.rfind(_BOXED + "{", 0, start)  # unclosed (e.g. truncated): try an earlier one
+    return None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Worker side: runs in a separate interpreter.
+
+
+def _serve() -> None:
+    """Worker loop: read `[completion, answer]` JSON lines, write one score per line (`"ready"` first)."""
+    import logging
+    from functools import lru_cache
+
+    protocol = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # stray prints from libraries must not corrupt the protocol
+    logging.disable(logging.WARNING)  # Math-Verify warns that its (signal) timeouts are off: that is intended
+
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+
+    # boxed_match_priority=0: any \boxed{} beats "final answer is ..." anchors; among equals, the rightmost wins.
+    extraction = [LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()]
+
+    @lru_cache(maxsize=4096)  # the same gold answer comes `num_generations` times per step
+    def parse_gold(answer: str) -> list:
+        return parse(f"${answer}$", extraction, parsing_timeout=None) or parse(answer, parsing_timeout=None)
+
+    def grade(completion: str, answer: str) -> float:
+        gold = parse_gold(answer)
+        if not gold:
+            return 0.0
+        pred = parse(completion, extraction, parsing_timeout=None)
+        return float(bool(pred) and verify(gold, pred, timeout_seconds=None))
+
+    protocol.write('"ready"\n')
+    protocol.flush()
+    for line in sys.stdin:
+        try:
+            completion, answer = json.loads(line)
+            score = grade(completion, answer)
+        except Exception:  # malformed input or a sympy error is a wrong answer, never a crash
+            score = 0.0
+        protocol.write(f"{score}\n")
+        protocol.flush()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Client side.
+
+
+class _Worker:
+    """One grading subprocess plus a reader thread that forwards its output lines to a shared queue."""
+
+    def __init__(self, events: queue.Queue):
+        self.process = subprocess.Popen(
+            [sys.executable, "-P", os.path.abspath(__file__)],  # -P: do not put rs_trl/ itself on sys.path
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            encoding="utf-8",
+            bufsize=1,
+        )
+        self.ready = False
+        self.item: int | None = None  # index being graded
+        self.deadline = float("inf")
+        threading.Thread(target=self._read, args=(events,), daemon=True).start()
+
+    def _read(self, events: queue.Queue) -> None:
+        for line in self.process.stdout:
+            events.put((self, line))
+        events.put((self, None))  # EOF: the process died or was killed
+
+    def send(self, index: int, completion: str, answer: str, timeout: float) -> None:
+        self.item, self.deadline = index, time.monotonic() + timeout
+        try:
+            self.process.stdin.write(json.dumps([completion, answer]) + "\n")
+            self.process.stdin.flush()
+        except OSError:
+            pass  # the process just died: its EOF event scores this item 0.0 and replaces it
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
+class MathVerifier:
+    """Grade completions against gold answers with Math-Verify in worker processes, with a per-answer time limit.
+
+    Args:
+        timeout: seconds one answer may take (extraction + comparison) before it scores 0.0 and its worker is
+            replaced.
+        num_workers: grading processes; default `min(4, cpu_count // 2)`, at least 1.
+        startup_timeout: seconds a new worker may take to import Math-Verify / sympy.
+
+    Thread-safe (calls are serialized). Workers start on first use and exit with the parent process.
+    """
+
+    def __init__(self, timeout: float = 5.0, num_workers: int | None = None, startup_timeout: float = 120.0):
+        if not timeout > 0:
+            raise ValueError(f"`timeout` must be > 0 seconds, got {timeout!r}.")
+        if num_workers is not None and (not isinstance(num_workers, int) or num_workers < 1):
+            raise ValueError(f"`num_workers` must be a positive integer or None, got {num_workers!r}.")
+        self.timeout = timeout
+        self.num_workers = num_workers or max(1, min(4, (os.cpu_count() or 2) // 2))
+        self.startup_timeout = startup_timeout
+        self._events: queue.Queue = queue.Queue()
+        self._workers: list[_Worker] = []
+        self._lock = threading.Lock()
+        atexit.register(self.close)
+
+    def __call__(self, completions: list[str], answers: list[str]) -> list[float]:
+        """Scores (1.0 correct, 0.0 otherwise) for `completions[i]` against `answers[i]`."""
+        if len(completions) != len(answers):
+            raise ValueError(f"got {len(completions)} completions but {len(answers)} answers.")
+        with self._lock:
+            return self._grade([str(c) for c in completions], ["" if a is None else str(a) for a in answers])
+
+    def _grade(self, completions: list[str], answers: list[str]) -> list[float]:
+        scores = [0.0] * len(completions)
+        todo = deque(range(len(completions)))
+        while len(self._workers) < min(self.num_workers, len(todo)):
+            self._start_worker()
+        busy = 0
+
+        def dispatch(worker: _Worker) -> None:
+            nonlocal busy
+            if todo:
+                index = todo.popleft()
+                worker.send(index, completions[index], answers[index], self.timeout)
+                busy += 1
+
+        for worker in self._workers:
+            if worker.ready:
+                dispatch(worker)
+        while todo or busy:
+            wait = min(w.deadline for w in self._workers) - time.monotonic()
+            try:
+                worker, line = self._events.get(timeout=max(wait, 0.0))
+            except queue.Empty:
+                worker = min(self._workers, key=lambda w: w.deadline)
+                line = None  # treat an overrun like a crash: score 0.0, replace the worker
+            if worker not in self._workers:
+                continue  # late output of a worker that was already replaced
+            if line is None:
+                if not worker.ready:
+                    self.close()
+                    raise RuntimeError(
+                        "Math-Verify worker failed to start (is `math-verify[antlr4_13_2]` installed?); "
+                        f"run `{sys.executable} -P {os.path.abspath(__file__)}` to see the error."
+                    )
+                if worker.item is not None:
+                    busy -= 1  # its item keeps score 0.0
+                self._replace(worker)
+                continue
+            if not worker.ready:
+                worker.ready = True
+            else:
+                scores[worker.item] = float(line)
+                worker.item, worker.deadline = None, float("inf")
+                busy -= 1
+            dispatch(worker)
+        return scores
+
+    def _start_worker(self) -> _Worker:
+        worker = _Worker(self._events)
+        worker.deadline = time.monotonic() + self.startup_timeout
+        self._workers.append(worker)
+        return worker
+
+    def _replace(self, worker: _Worker) -> None:
+        worker.kill()
+        self._workers.remove(worker)
+        self._start_worker()
+
+    def close(self) -> None:
+        """Stop the worker processes (a later call starts new ones)."""
+        for worker in self._workers:
+            worker.kill()
+        self._workers.clear()
+
+    def __getstate__(self) -> dict:  # picklable for TRL / multiprocessing: processes are not copied
+        return {"timeout": self.timeout, "num_workers": self.num_workers, "startup_timeout": self.startup_timeout}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(**state)
+
+
+_default_verifier: MathVerifier | None = None
+_default_lock = threading.Lock()
+
+
+def default_verifier() -> MathVerifier:
+    """The process-wide verifier used by `math_accuracy_reward` (created on first use)."""
+    global _default_verifier
+    with _default_lock:
+        if _default_verifier is None:
+            _default_verifier = MathVerifier()
+        return _default_verifier
+
+
+def math_accuracy_reward(completions: list, answer: list[str], **kwargs) -> list[float]:
+    r"""TRL reward function: 1.0 if the completion's final answer equals `answer` under Math-Verify, else 0.0.
+
+    The final answer is the last `\boxed{...}` if there is one, otherwise what Math-Verify's default extraction
+    finds (e.g. "the final answer is $3$"). Works for plain-text (`list[str]`) and conversational
+    (`list[list[dict]]`) completions; `answer` is the dataset's `answer` column, which TRL passes by name.
+    Never raises on bad completions and never takes more than ~5 s per completion (see `MathVerifier`).
+    """
+    return default_verifier()([completion_text(c) for c in completions], answer)
+
+
+def format_reward(completions: list, **kwargs) -> list[float]:
+    r"""TRL reward function: 1.0 if the completion contains a complete, non-empty `\boxed{...}`, else 0.0."""
+    return [float(bool((last_boxed(completion_text(c)) or "").strip())) for c in completions]
+
+
+if __name__ == "__main__":
+    _serve()

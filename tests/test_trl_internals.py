@@ -1,0 +1,52 @@
+"""Guard: RSGRPOTrainer relies on these GRPOTrainer internals. If TRL moves them, fail loudly here."""
+
+import inspect
+
+import trl
+from packaging.version import Version
+from trl import GRPOTrainer
+
+TESTED_TRL = (Version("1.16.0"), Version("1.17.0"))
+MOVED = "TRL internals RSGRPOTrainer overrides have changed ({}); re-check rs_trl/trainer.py before widening the trl pin."
+
+
+def test_trl_version_is_the_one_we_test_against():
+    low, high = TESTED_TRL
+    assert low <= Version(trl.__version__) < high, MOVED.format(f"trl {trl.__version__} outside [{low}, {high})")
+
+
+def test_overridden_method_signatures():
+    expected = {
+        "_generate_and_score_completions": ["self", "inputs"],
+        "_calculate_rewards": ["self", "inputs", "prompts", "completions", "completion_ids_list"],
+        "_prepare_inputs": ["self", "generation_batch"],
+    }
+    for name, params in expected.items():
+        actual = list(inspect.signature(getattr(GRPOTrainer, name)).parameters)
+        assert actual == params, MOVED.format(f"{name}{tuple(actual)} != {tuple(params)}")
+
+
+def test_advantage_flow_inside_generate_and_score():
+    source = inspect.getsource(GRPOTrainer._generate_and_score_completions)
+    # Rewards are gathered by _calculate_rewards and advantages sliced per process from the global batch.
+    for needle in (
+        "rewards_per_func = self._calculate_rewards(inputs, prompts, completions, completion_ids_list)",
+        "self.accelerator.process_index * len(prompts)",
+        'self._logs["advantages"].extend(all_process_advantages.tolist())',
+        '"advantages": advantages,',
+        '"num_items_in_batch": num_items_in_batch,',
+        "unscorable_mask = torch.isnan(rewards_per_func).all(dim=1)",
+        "advantages = advantages / (std_rewards + 1e-4)",
+    ):
+        assert needle in source, MOVED.format(f"`{needle}` no longer in _generate_and_score_completions")
+    gather_source = inspect.getsource(GRPOTrainer._calculate_rewards)
+    assert "gather(rewards_per_func)" in gather_source, MOVED.format("_calculate_rewards no longer gathers")
+
+
+def test_logs_and_buffers_we_touch():
+    init_source = inspect.getsource(GRPOTrainer.__init__)
+    assert '"advantages": deque(maxlen=args.generation_batch_size)' in init_source, MOVED.format("_logs layout")
+    prepare_source = inspect.getsource(GRPOTrainer._prepare_inputs)
+    assert "self._buffered_inputs" in prepare_source and "split_tensor_dict" in prepare_source, MOVED.format(
+        "_prepare_inputs buffering"
+    )
