@@ -19,6 +19,20 @@ class RSGRPOConfig(GRPOConfig):
         more credit and the policy keeps exploring (higher pass@k). Negative values are risk-averse. The paper
         recommends `2.0`. Not to be confused with TRL's `beta`, the KL coefficient.
 
+    > Parameters that control dynamic sampling (DAPO)
+
+    dynamic_sampling (`bool`, *optional*, defaults to `True`):
+        Drop groups whose rewards are all equal (they get zero advantage, so no learning signal) and refill the
+        generation batch with fresh prompts until every process has its full batch of informative groups. "Equal"
+        is judged on the weighted sum of reward functions that the advantage uses, ignoring unscorable (None/NaN)
+        samples. Needs a map-style `train_dataset` and whole groups per process.
+    dynamic_sampling_max_rounds (`int`, *optional*, defaults to `8`):
+        Extra generation rounds allowed per generation step. Each round generates only the missing groups.
+    dynamic_sampling_on_exhaustion (`str`, *optional*, defaults to `"pad"`):
+        What to do when the batch is still short after `dynamic_sampling_max_rounds`: `"pad"` fills it with
+        dropped (zero-advantage) groups and logs `dynamic_sampling/padded_groups`; `"error"` stops training with
+        the fraction of zero-variance groups seen.
+
     > Parameters whose defaults differ from [`~trl.GRPOConfig`]
 
     scale_rewards (`str`, *optional*, defaults to `"none"`):
@@ -36,6 +50,23 @@ class RSGRPOConfig(GRPOConfig):
             "help": "Risk parameter β of J = (1/β) log E[exp(β r)]. 0 is standard GRPO; larger values favour the best "
             "samples of each group (more exploration, higher pass@k); negative values are risk-averse. The paper "
             "recommends 2.0. Not TRL's `beta`, which is the KL coefficient."
+        },
+    )
+    dynamic_sampling: bool = field(
+        default=True,
+        metadata={
+            "help": "Drop zero-variance groups and refill the batch with fresh prompts (DAPO dynamic sampling)."
+        },
+    )
+    dynamic_sampling_max_rounds: int = field(
+        default=8,
+        metadata={"help": "Extra generation rounds per step for dynamic sampling; each generates only the shortfall."},
+    )
+    dynamic_sampling_on_exhaustion: str = field(
+        default="pad",
+        metadata={
+            "help": "When dynamic sampling is still short after the extra rounds: 'pad' (fill with zero-advantage "
+            "groups, logged) or 'error'."
         },
     )
     scale_rewards: str = field(
@@ -56,6 +87,19 @@ class RSGRPOConfig(GRPOConfig):
         if not math.isfinite(self.risk_beta):
             raise ValueError(f"risk_beta must be a finite float, got {self.risk_beta!r}.")
         self.risk_beta = float(self.risk_beta)
+        if isinstance(self.dynamic_sampling_max_rounds, bool) or not isinstance(self.dynamic_sampling_max_rounds, int):
+            raise ValueError(
+                f"dynamic_sampling_max_rounds must be an integer >= 0, got {self.dynamic_sampling_max_rounds!r}."
+            )
+        if self.dynamic_sampling_max_rounds < 0:
+            raise ValueError(
+                f"dynamic_sampling_max_rounds must be an integer >= 0, got {self.dynamic_sampling_max_rounds}."
+            )
+        if self.dynamic_sampling_on_exhaustion not in ("pad", "error"):
+            raise ValueError(
+                "dynamic_sampling_on_exhaustion must be one of 'pad', 'error', "
+                f"got {self.dynamic_sampling_on_exhaustion!r}."
+            )
         if self.multi_objective_aggregation != "sum_then_normalize":
             raise ValueError(
                 f"multi_objective_aggregation={self.multi_objective_aggregation!r} is not supported by RS-GRPO; "
@@ -64,3 +108,12 @@ class RSGRPOConfig(GRPOConfig):
         super().__post_init__()
         if self.scale_rewards not in ("none", "group", "batch"):
             raise ValueError(f"scale_rewards must be one of 'none', 'group', 'batch', got {self.scale_rewards!r}.")
+        local_generation_batch = self.per_device_train_batch_size * self.steps_per_generation
+        if self.dynamic_sampling and local_generation_batch % self.num_generations != 0:
+            # Groups are filtered per process, so no group may straddle two processes.
+            raise ValueError(
+                "dynamic_sampling needs whole groups on every process: per_device_train_batch_size "
+                f"({self.per_device_train_batch_size}) * steps_per_generation ({self.steps_per_generation}) = "
+                f"{local_generation_batch} must be a multiple of num_generations ({self.num_generations}). "
+                "Change those values or set dynamic_sampling=False."
+            )

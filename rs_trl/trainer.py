@@ -5,14 +5,21 @@ then replace the advantages it produced with ours, computed from the same gather
 in `_calculate_rewards`). Loss, generation, vLLM, PEFT, logging and checkpointing stay TRL's.
 """
 
+import json
+import os
 import textwrap
 
 import torch
+from datasets import Dataset
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer
 from trl.trainer.utils import nanstd
 
 from .advantages import risk_sensitive_advantages
 from .config import RSGRPOConfig
+from .dynamic_sampling import RefillSampler, concat_batches, group_rows, select_rows, take_first, zero_variance_groups
+
+DYNAMIC_SAMPLING_STATE = "dynamic_sampling_state.json"
 
 
 class RSGRPOTrainer(GRPOTrainer):
@@ -41,6 +48,15 @@ class RSGRPOTrainer(GRPOTrainer):
         super().__init__(*args, **kwargs)
         if not isinstance(self.args, RSGRPOConfig):
             raise TypeError(f"RSGRPOTrainer needs `args` to be an RSGRPOConfig, got {type(self.args).__name__}.")
+        self._refill_sampler = None
+        if self.args.dynamic_sampling:
+            if not isinstance(self.train_dataset, Dataset):
+                raise ValueError(
+                    "dynamic_sampling draws refill prompts by index and needs a map-style `datasets.Dataset` as "
+                    f"train_dataset, got {type(self.train_dataset).__name__}. Set dynamic_sampling=False."
+                )
+            # Its own seeded pass over the training set, so refills never disturb the main dataloader's order.
+            self._refill_sampler = RefillSampler(len(self.train_dataset), seed=self.args.seed + 1)
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         # Rewards of all processes, in global order: the only input the risk-sensitive advantage needs.
@@ -48,17 +64,129 @@ class RSGRPOTrainer(GRPOTrainer):
         return self._gathered_rewards_per_func
 
     def _generate_and_score_completions(self, inputs):
-        output = super()._generate_and_score_completions(inputs)
+        if self.model.training and self.args.dynamic_sampling:
+            return self._generate_with_dynamic_sampling(inputs)
         mode = "train" if self.model.training else "eval"
         group_size = self.num_generations if mode == "train" else self.num_generations_eval
-        rewards = self._total_rewards(self._gathered_rewards_per_func)
+        output, rewards = self._score_round(inputs, group_size)
         advantages = self._advantages(rewards, group_size)
-        self._replace_logged_advantages(advantages)
-        local_size = len(output["advantages"])
-        start = self.accelerator.process_index * local_size
-        output["advantages"] = advantages[start : start + local_size]
+        output["advantages"] = self._local_slice(advantages)
         self._log_risk_metrics(mode, rewards, advantages, group_size)
         return output
+
+    def _score_round(self, inputs, group_size: int):
+        """TRL's generation and scoring of one batch; returns its output and the rewards of all processes."""
+        output = super()._generate_and_score_completions(inputs)
+        rewards = self._total_rewards(self._gathered_rewards_per_func)
+        # TRL just appended its own global advantages for the completions table; swap in ours.
+        logged = self._logs["advantages"]
+        for _ in range(min(len(rewards), len(logged))):
+            logged.pop()
+        logged.extend(self._advantages(rewards, group_size).tolist())
+        return output, rewards
+
+    def _local_slice(self, global_values: torch.Tensor) -> torch.Tensor:
+        local_size = len(global_values) // self.accelerator.num_processes
+        start = self.accelerator.process_index * local_size
+        return global_values[start : start + local_size]
+
+    def _generate_with_dynamic_sampling(self, inputs):
+        """Generate, drop zero-variance groups, and refill only the missing groups until the batch is full.
+
+        Every decision is taken on rewards gathered from all processes, so all processes run the same rounds
+        (generation and reward gathering are collective) and each keeps exactly its own share of whole groups.
+        """
+        group_size, rank = self.num_generations, self.accelerator.process_index
+        num_processes = self.accelerator.num_processes
+        quota = len(inputs) // group_size  # groups each process must hand to the loss
+        missing = torch.full((num_processes,), quota)
+        kept_rows, dropped_rows = [], []  # this process's rows, per round
+        kept_rewards, dropped_rewards = [], []  # [processes, groups, group_size] per round, for every process
+        generated = zero_variance = surplus = 0
+        round_inputs, rounds = inputs, 0
+        while True:
+            output, rewards = self._score_round(round_inputs, group_size)
+            per_process = rewards.cpu().view(num_processes, -1, group_size)
+            flat = zero_variance_groups(rewards.cpu(), group_size).view(num_processes, -1)
+            keep = take_first(~flat, missing)
+            generated += flat.numel()
+            zero_variance += int(flat.sum())
+            surplus += int((~flat & ~keep).sum())
+            missing -= keep.sum(dim=1)
+            kept_rows.append(select_rows(output, group_rows(keep[rank], group_size)))
+            dropped_rows.append(select_rows(output, group_rows(flat[rank], group_size)))
+            kept_rewards.append([per_process[p][keep[p]] for p in range(num_processes)])
+            dropped_rewards.append([per_process[p][flat[p]] for p in range(num_processes)])
+            if missing.max() == 0 or rounds == self.args.dynamic_sampling_max_rounds:
+                break
+            rounds += 1
+            round_inputs = self._refill_inputs(int(missing.max()), group_size)
+
+        padded_groups = int(missing.sum())
+        if padded_groups and self.args.dynamic_sampling_on_exhaustion == "error":
+            raise RuntimeError(
+                f"Dynamic sampling could not fill the batch after {rounds} extra generation rounds: "
+                f"{zero_variance / generated:.0%} of the {generated} groups generated for this step had zero reward "
+                f"variance (every completion of the prompt scored the same), and {padded_groups} groups are missing. "
+                "Raise dynamic_sampling_max_rounds, use prompts of more suitable difficulty, set "
+                "dynamic_sampling_on_exhaustion='pad', or set dynamic_sampling=False."
+            )
+        if padded_groups:
+            # Least-bad filler: dropped groups have zero advantage, so they add tokens but no gradient.
+            pad_rows = concat_batches(dropped_rows, self._tokenizer.pad_token_id)
+            kept_rows.append(select_rows(pad_rows, torch.arange(int(missing[rank]) * group_size)))
+            all_dropped = [torch.cat([r[p] for r in dropped_rewards]) for p in range(num_processes)]
+            kept_rewards.append([all_dropped[p][: int(missing[p])] for p in range(num_processes)])
+
+        batch = concat_batches(kept_rows, self._tokenizer.pad_token_id)
+        rewards = torch.cat([torch.cat([r[p] for r in kept_rewards]).flatten() for p in range(num_processes)]).to(
+            self.accelerator.device
+        )
+        advantages = self._advantages(rewards, group_size)
+        batch["advantages"] = self._local_slice(advantages)
+        # Token-level loss normalisation must count the tokens of the batch that is trained on.
+        loss_mask = (
+            batch["completion_mask"]
+            if batch.get("tool_mask") is None
+            else batch["completion_mask"] * batch["tool_mask"]
+        )
+        batch["num_items_in_batch"] = self.accelerator.gather(loss_mask.sum()).sum()
+
+        metrics = self._metrics["train"]
+        kept_groups = num_processes * quota - padded_groups
+        metrics["dynamic_sampling/rounds"].append(float(rounds))
+        metrics["dynamic_sampling/groups_generated"].append(float(generated))
+        metrics["dynamic_sampling/groups_kept"].append(float(kept_groups))
+        metrics["dynamic_sampling/frac_zero_variance_before_filter"].append(zero_variance / generated)
+        metrics["dynamic_sampling/samples_per_kept_sample"].append(generated / max(kept_groups, 1))
+        metrics["dynamic_sampling/padded_groups"].append(float(padded_groups))
+        metrics["dynamic_sampling/surplus_groups_dropped"].append(float(surplus))
+        metrics["dynamic_sampling/refill_prompts_drawn"].append(float(self._refill_sampler.drawn))
+        self._log_risk_metrics("train", rewards, advantages, group_size)
+        return batch
+
+    def _refill_inputs(self, num_groups: int, group_size: int) -> list[dict]:
+        """`num_groups` fresh prompts for this process, each repeated `group_size` times, as TRL's sampler does."""
+        num_processes = self.accelerator.num_processes
+        indices = self._refill_sampler.take(num_groups * num_processes)
+        mine = indices[self.accelerator.process_index * num_groups : (self.accelerator.process_index + 1) * num_groups]
+        return [self.train_dataset[index] for index in mine for _ in range(group_size)]
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        if self._refill_sampler is not None and self.args.should_save:
+            folder = os.path.join(
+                self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            )
+            with open(os.path.join(folder, DYNAMIC_SAMPLING_STATE), "w") as f:
+                json.dump(self._refill_sampler.state_dict(), f)
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        super()._load_optimizer_and_scheduler(checkpoint)
+        path = os.path.join(checkpoint, DYNAMIC_SAMPLING_STATE) if checkpoint else None
+        if self._refill_sampler is not None and path and os.path.exists(path):
+            with open(path) as f:
+                self._refill_sampler.load_state_dict(json.load(f))
 
     def _total_rewards(self, rewards_per_func: torch.Tensor) -> torch.Tensor:
         """Weighted sum over reward functions, NaN where every function returned None (TRL's semantics)."""
@@ -77,13 +205,6 @@ class RSGRPOTrainer(GRPOTrainer):
             std = nanstd(rewards) if rewards.numel() > 1 else torch.zeros_like(rewards)
             advantages = advantages / (std + 1e-4)
         return torch.nan_to_num(advantages, nan=0.0)
-
-    def _replace_logged_advantages(self, advantages: torch.Tensor):
-        # TRL just appended its own global advantages for the completions table; swap in ours.
-        logged = self._logs["advantages"]
-        for _ in range(min(len(advantages), len(logged))):
-            logged.pop()
-        logged.extend(advantages.tolist())
 
     def _log_risk_metrics(self, mode: str, rewards: torch.Tensor, advantages: torch.Tensor, group_size: int):
         """`rs/` metrics: where the update's weight goes, and how solved each prompt is."""

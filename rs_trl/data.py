@@ -1,0 +1,223 @@
+r"""Math datasets as TRL prompt datasets: the paper's training sets, its benchmarks, and offline stand-ins for CPU.
+
+Every loader returns a `datasets.Dataset` with a `prompt` column (chat: a one-message conversation; plain: the text,
+for base models without a chat template) and an `answer` column (the gold final answer as a string), which
+`rs_trl.rewards.math_accuracy_reward` reads by name. Benchmarks add `id` and `problem` columns so results can name
+problems. All prompts use one template (`PROMPT_TEMPLATE`).
+
+Hub datasets (need network or a warm cache; ids overridable with `hub_id=`):
+    training: math12k, deepmath103k, dapo17k
+    benchmarks: aime24, aime25, hmmt_feb24, hmmt_feb25, cmimc25, math500
+Offline (from PyPI packages or generated in-process, seeded):
+    training: arithmetic, gsm_symbolic (reasoning-gym)
+    benchmarks: arithmetic-test, gsm_symbolic-test, champ (champ-dataset)
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from datasets import Dataset
+
+PROMPT_TEMPLATE = "{question}\nPlease reason step by step, and put your final answer within \\boxed{{}}."
+
+# DAPO-Math-17k wraps each question in an "Answer: $Answer" instruction that conflicts with the \boxed{} template.
+_DAPO_PREFIX = (
+    "Solve the following math problem step by step. The last line of your response should be of the form "
+    "Answer: $Answer (without quotes) where $Answer is the answer to the problem.\n\n"
+)
+_DAPO_SUFFIX = '\n\nRemember to put your answer on its own line after "Answer:".'
+
+
+@dataclass(frozen=True)
+class HubSource:
+    """Where a Hub dataset keeps its problem and gold answer (`a.b` reads a nested field)."""
+
+    hub_id: str
+    question: str
+    answer: str
+    split: str | None = None  # fixed split (benchmarks publish one); None: the caller's `split`
+    id_column: str | None = None
+
+
+TRAIN_SETS: dict[str, HubSource] = {
+    "math12k": HubSource("hiyouga/math12k", "problem", "answer"),  # splits: train (12k), test (500)
+    "deepmath103k": HubSource("zwhe99/DeepMath-103K", "question", "final_answer"),  # split: train
+    # split train; `prompt` is a chat list, the answer sits in reward_model.ground_truth; rows repeat (deduplicated)
+    "dapo17k": HubSource("BytedTsinghua-SIA/DAPO-Math-17k", "prompt", "reward_model.ground_truth"),
+}
+BENCHMARKS: dict[str, HubSource] = {
+    "aime24": HubSource("HuggingFaceH4/aime_2024", "problem", "answer", split="train", id_column="id"),
+    "aime25": HubSource("MathArena/aime_2025", "problem", "answer", split="train", id_column="problem_idx"),
+    "hmmt_feb24": HubSource("MathArena/hmmt_feb_2024", "problem", "answer", split="train", id_column="problem_idx"),
+    "hmmt_feb25": HubSource("MathArena/hmmt_feb_2025", "problem", "answer", split="train", id_column="problem_idx"),
+    "cmimc25": HubSource("MathArena/cmimc_2025", "problem", "answer", split="train", id_column="problem_idx"),
+    "math500": HubSource("HuggingFaceH4/MATH-500", "problem", "answer", split="test", id_column="unique_id"),
+}
+PAPER_BENCHMARKS = ("aime24", "aime25", "hmmt_feb24", "hmmt_feb25", "cmimc25", "math500")
+OFFLINE_TRAIN_SETS = ("arithmetic", "gsm_symbolic")
+OFFLINE_BENCHMARKS = ("arithmetic-test", "gsm_symbolic-test", "champ")
+
+
+def make_prompt(question: str, chat: bool = True) -> str | list[dict[str, str]]:
+    """The prompt for one problem: a single user message (chat) or the bare text (plain)."""
+    text = PROMPT_TEMPLATE.format(question=question.strip())
+    return [{"role": "user", "content": text}] if chat else text
+
+
+def _records_to_dataset(records: list[dict[str, str]], chat: bool, extra: tuple[str, ...] = ()) -> Dataset:
+    columns: dict[str, list] = {"prompt": [make_prompt(r["problem"], chat) for r in records]}
+    columns["answer"] = [r["answer"] for r in records]
+    for name in extra:
+        columns[name] = [r[name] for r in records]
+    return Dataset.from_dict(columns)
+
+
+def _field(row: dict, path: str) -> Any:
+    for key in path.split("."):
+        row = row[key] if isinstance(row, dict) else None
+    return row
+
+
+def _question_text(value: Any) -> str:
+    if isinstance(value, list):  # a conversation: the problem is the last user turn
+        value = next((m["content"] for m in reversed(value) if m.get("role") == "user"), "")
+    text = str(value)
+    return text.removeprefix(_DAPO_PREFIX).removesuffix(_DAPO_SUFFIX)
+
+
+def _load_hub(source: HubSource, split: str, load_kwargs: dict) -> list[dict]:
+    from datasets import load_dataset
+
+    raw = load_dataset(source.hub_id, split=source.split or split, **load_kwargs)
+    top_level = {source.question.split(".")[0], source.answer.split(".")[0]}
+    missing = sorted(top_level - set(raw.column_names))
+    if missing:
+        raise ValueError(
+            f"{source.hub_id} (split {source.split or split!r}) has no column(s) {missing}; "
+            f"its columns are {raw.column_names}. Pass `hub_id=` for a dataset with the same layout."
+        )
+    records, seen = [], set()
+    for index, row in enumerate(raw):
+        problem, answer = _question_text(_field(row, source.question)), _field(row, source.answer)
+        if answer is None or problem in seen:  # DAPO-Math-17k repeats each problem ~100 times
+            continue
+        seen.add(problem)
+        row_id = row.get(source.id_column) if source.id_column else None
+        records.append({"problem": problem, "answer": str(answer), "id": str(index if row_id is None else row_id)})
+    return records
+
+
+def _arithmetic(split: str, size: int, seed: int, max_operand: int = 10) -> list[dict]:
+    """`a + b` / `a - b` (non-negative) with operands up to `max_operand`: hard but not hopeless for a 135M model."""
+    rng = random.Random(f"arithmetic-{split}-{seed}")  # train and test draw from different streams
+    records = []
+    for _ in range(size):
+        a, b = rng.randint(0, max_operand), rng.randint(0, max_operand)
+        if rng.random() < 0.5:
+            records.append({"problem": f"What is {a} + {b}?", "answer": str(a + b)})
+        else:
+            a, b = max(a, b), min(a, b)
+            records.append({"problem": f"What is {a} - {b}?", "answer": str(a - b)})
+    return records
+
+
+def _gsm_symbolic(split: str, size: int, seed: int) -> list[dict]:
+    """GSM8K-style templated word problems from reasoning-gym (integer answers)."""
+    try:
+        import reasoning_gym
+    except ImportError as error:
+        raise ImportError("`gsm_symbolic` needs reasoning-gym: pip install 'rs_trl[offline]'") from error
+    stream_seed = seed if split == "train" else seed + 1_000_003
+    items = reasoning_gym.create_dataset("gsm_symbolic", size=size, seed=stream_seed)
+    return [{"problem": item["question"], "answer": str(item["answer"])} for item in items]
+
+
+def _champ() -> list[dict]:
+    """The 270 CHAMP competition problems (answers such as "1/(n+1)", graded by Math-Verify)."""
+    from importlib import resources
+
+    try:
+        files = resources.files("champ_dataset")  # not imported: only its bundled JSON is needed
+    except ModuleNotFoundError as error:
+        raise ImportError("the `champ` benchmark needs champ-dataset: pip install champ-dataset") from error
+    problems = json.loads((files / "dataset_files" / "v0.json").read_text(encoding="utf-8"))["problems"]
+    return [{"problem": p["_text"], "answer": p["_answer"], "id": key} for key, p in problems.items()]
+
+
+_OFFLINE_LOADERS: dict[str, Callable[..., list[dict]]] = {"arithmetic": _arithmetic, "gsm_symbolic": _gsm_symbolic}
+
+
+def _check_common(name: str, allowed: tuple[str, ...], limit: int | None) -> None:
+    if name not in allowed:
+        raise ValueError(f"unknown dataset name {name!r}; allowed: {', '.join(allowed)}.")
+    if limit is not None and (not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"`limit` must be a positive integer or None, got {limit!r}.")
+
+
+def _reject_unknown_kwargs(name: str, kwargs: dict, allowed: set[str]) -> None:
+    unknown = sorted(set(kwargs) - allowed)
+    if unknown:
+        raise ValueError(f"unexpected keyword argument(s) {unknown} for {name!r}; allowed: {sorted(allowed)}.")
+
+
+def load_math_dataset(
+    name: str, split: str = "train", *, chat: bool = True, limit: int | None = None, seed: int = 0, **kwargs
+) -> Dataset:
+    """A training dataset with columns `prompt` and `answer`.
+
+    Args:
+        name: one of `TRAIN_SETS` (Hub) or `OFFLINE_TRAIN_SETS`.
+        split: dataset split; offline generators accept "train" and "test" (disjoint random streams).
+        chat: conversational prompts (instruct models) or plain text (base models).
+        limit: keep a seeded random subset of this many problems (Hub) / generate this many (offline).
+        seed: shuffling seed (Hub) / generator seed (offline).
+        **kwargs: Hub sets: `hub_id=` to use a mirror with the same columns, anything else goes to
+            `datasets.load_dataset` (e.g. `revision`, `cache_dir`). Offline: `size` (default 1000; `limit` wins)
+            and, for arithmetic, `max_operand` (default 10).
+    """
+    _check_common(name, tuple(TRAIN_SETS) + OFFLINE_TRAIN_SETS, limit)
+    if name in TRAIN_SETS:
+        source = TRAIN_SETS[name]
+        if "hub_id" in kwargs:
+            source = HubSource(kwargs.pop("hub_id"), source.question, source.answer, source.split)
+        records = _load_hub(source, split, kwargs)
+        dataset = _records_to_dataset(records, chat)
+        if limit is not None:
+            dataset = dataset.shuffle(seed=seed).select(range(min(limit, len(dataset))))
+        return dataset
+    if split not in ("train", "test"):
+        raise ValueError(f"`split` for offline dataset {name!r} must be 'train' or 'test', got {split!r}.")
+    size = limit or kwargs.pop("size", 1000)
+    _reject_unknown_kwargs(name, kwargs, {"size", "max_operand"} if name == "arithmetic" else {"size"})
+    return _records_to_dataset(_OFFLINE_LOADERS[name](split, size, seed, **kwargs), chat)
+
+
+def load_benchmark(name: str, *, chat: bool = True, limit: int | None = None, **kwargs) -> Dataset:
+    """An evaluation benchmark with columns `prompt`, `answer`, `id` and `problem`, in the benchmark's order.
+
+    Args:
+        name: one of `BENCHMARKS` (Hub; `hub_id=` and `datasets.load_dataset` kwargs accepted) or
+            `OFFLINE_BENCHMARKS` ("arithmetic-test" and "gsm_symbolic-test": 50 seeded problems unless `limit`;
+            "champ": 270 problems, needs the champ-dataset package).
+        chat: conversational or plain-text prompts.
+        limit: keep only the first `limit` problems (quick checks).
+    """
+    _check_common(name, tuple(BENCHMARKS) + OFFLINE_BENCHMARKS, limit)
+    if name in BENCHMARKS:
+        source = BENCHMARKS[name]
+        if "hub_id" in kwargs:
+            source = HubSource(kwargs.pop("hub_id"), source.question, source.answer, source.split, source.id_column)
+        records = _load_hub(source, source.split or "test", kwargs)
+    elif name == "champ":
+        _reject_unknown_kwargs(name, kwargs, set())
+        records = _champ()
+    else:
+        _reject_unknown_kwargs(name, kwargs, {"max_operand"} if name == "arithmetic-test" else set())
+        records = _OFFLINE_LOADERS[name.removesuffix("-test")]("test", limit or 50, 0, **kwargs)
+        records = [dict(r, id=str(i)) for i, r in enumerate(records)]
+    records = records[:limit] if limit else records
+    return _records_to_dataset(records, chat, extra=("id", "problem"))

@@ -1,0 +1,112 @@
+"""DAPO dynamic sampling helpers: which groups to keep, a refill prompt stream, merging generation rounds.
+
+Pure tensor/data plumbing; the trainer decides when to call them.
+"""
+
+import torch
+
+# How to pad each per-row tensor TRL's `_generate_and_score_completions` returns when rounds are merged.
+_LEFT_PADDED = {"prompt_ids", "prompt_mask"}
+_RIGHT_PADDED = {
+    "completion_ids",
+    "completion_mask",
+    "old_per_token_logps",
+    "ref_per_token_logps",
+    "sampling_per_token_logps",
+    "importance_sampling_ratio",
+    "tool_mask",
+}
+_PER_ROW_1D = {"advantages"}
+_BATCH_SCALARS = {"num_items_in_batch"}
+
+
+def zero_variance_groups(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
+    """Bool per group: True when its scorable (non-NaN) rewards are all equal, i.e. it carries no signal."""
+    grouped = rewards.view(-1, group_size)
+    valid = ~torch.isnan(grouped)
+    highest = torch.where(valid, grouped, -torch.inf).amax(dim=1)
+    lowest = torch.where(valid, grouped, torch.inf).amin(dim=1)
+    return ~(highest - lowest > 0)
+
+
+def take_first(candidates: torch.Tensor, quota: torch.Tensor) -> torch.Tensor:
+    """For each row of a [processes, groups] bool mask, keep the first `quota[row]` True entries."""
+    return candidates & (candidates.long().cumsum(dim=1) <= quota.unsqueeze(1))
+
+
+def group_rows(group_mask: torch.Tensor, group_size: int) -> torch.Tensor:
+    """Row indices of the samples of the selected groups (a group is `group_size` contiguous rows)."""
+    groups = group_mask.nonzero().flatten()
+    return (groups.unsqueeze(1) * group_size + torch.arange(group_size, device=groups.device)).flatten()
+
+
+def select_rows(batch: dict, rows: torch.Tensor) -> dict:
+    """The given rows of every per-row tensor of a scored batch."""
+    return {key: value if key in _BATCH_SCALARS else value[rows.to(value.device)] for key, value in batch.items()}
+
+
+def concat_batches(batches: list[dict], pad_token_id: int) -> dict:
+    """Concatenate scored batches of different sequence lengths, padding as TRL does (prompts left, rest right)."""
+    keys = batches[0].keys()
+    unsupported = set(keys) - _LEFT_PADDED - _RIGHT_PADDED - _PER_ROW_1D - _BATCH_SCALARS
+    if unsupported:
+        raise NotImplementedError(
+            f"dynamic_sampling cannot merge batches with {sorted(unsupported)} (multimodal inputs); "
+            "set dynamic_sampling=False."
+        )
+    merged = {}
+    for key in keys:
+        values = [batch[key] for batch in batches if batch[key] is not None]
+        if key in _BATCH_SCALARS or not values:
+            merged[key] = None if not values else values[0]
+            continue
+        if key in _PER_ROW_1D:
+            merged[key] = torch.cat(values)
+            continue
+        width = max(value.size(1) for value in values)
+        fill = {"prompt_ids": pad_token_id, "completion_ids": pad_token_id, "tool_mask": 1}.get(key, 0)
+        padded = []
+        for value in values:
+            padding = value.new_full((value.size(0), width - value.size(1)), fill)
+            padded.append(torch.cat([padding, value] if key in _LEFT_PADDED else [value, padding], dim=1))
+        merged[key] = torch.cat(padded)
+    return merged
+
+
+class RefillSampler:
+    """Endless, seeded stream of dataset indices for refill prompts, one fresh shuffle per pass.
+
+    Every process holds an identical copy and draws the same global indices, then keeps its own slice,
+    so processes never duplicate a refill prompt. Its state is two integers, saved with checkpoints.
+    """
+
+    def __init__(self, dataset_size: int, seed: int):
+        if dataset_size < 1:
+            raise ValueError("dynamic_sampling needs a non-empty train_dataset to refill from.")
+        self.dataset_size = dataset_size
+        self.seed = seed
+        self.pass_index = 0
+        self.position = 0
+        self.drawn = 0
+
+    def _permutation(self) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(self.seed + self.pass_index)
+        return torch.randperm(self.dataset_size, generator=generator)
+
+    def take(self, count: int) -> list[int]:
+        indices = []
+        while len(indices) < count:
+            permutation = self._permutation()
+            chunk = permutation[self.position : self.position + count - len(indices)].tolist()
+            indices += chunk
+            self.position += len(chunk)
+            if self.position == self.dataset_size:
+                self.pass_index, self.position = self.pass_index + 1, 0
+        self.drawn += count
+        return indices
+
+    def state_dict(self) -> dict:
+        return {"pass_index": self.pass_index, "position": self.position, "drawn": self.drawn}
+
+    def load_state_dict(self, state: dict):
+        self.pass_index, self.position, self.drawn = state["pass_index"], state["position"], state["drawn"]

@@ -1,0 +1,75 @@
+"""The RS-GRPO part of a model card.
+
+TRL writes the card (`create_model_card`: method name, paper link and BibTeX come from the trainer's `_name` and
+`_paper`); this module adds the section a reader needs to know what was trained and how: risk_beta, base model,
+dataset and the DAPO-style settings that shape the update.
+"""
+
+from pathlib import Path
+
+from .config import RSGRPOConfig
+
+SECTION_TITLE = "## RS-GRPO settings"
+PAPER_URL = "https://arxiv.org/abs/2509.24261"
+PAPER_TITLE = "Risk-Sensitive RL for Alleviating Exploration Dilemmas in Large Language Models"
+
+
+def rs_grpo_section(args: RSGRPOConfig, base_model: str | None, dataset_name: str | None) -> str:
+    """Markdown section stating the method, risk_beta, base model, dataset and the update's settings."""
+    if args.risk_beta == 0:
+        meaning = "β = 0 is standard GRPO (mean reward, no std scaling unless `scale_rewards` says otherwise)."
+    else:
+        meaning = (
+            f"β = {args.risk_beta:g} {'seeks' if args.risk_beta > 0 else 'avoids'} risk: the advantage "
+            "(1/β)·(exp(β·r) / mean exp(β·r) − 1) gives rare correct answers more credit than GRPO's r − mean."
+        )
+    epsilon_high = args.epsilon if args.epsilon_high is None else args.epsilon_high  # TRL's fallback
+    rows = [
+        ("method", "RS-GRPO (Risk-Sensitive GRPO)"),
+        ("risk_beta", f"{args.risk_beta:g}"),
+        ("base model", base_model or "unknown"),
+        ("dataset", dataset_name or "not recorded"),
+        ("num_generations (group size)", args.num_generations),
+        ("loss_type", args.loss_type),
+        ("epsilon / epsilon_high", f"{args.epsilon:g} / {epsilon_high:g}"),
+        ("scale_rewards", args.scale_rewards),
+        ("KL beta", f"{args.beta:g}"),
+        ("learning_rate", f"{args.learning_rate:g}"),
+        ("max_completion_length", args.max_completion_length),
+        ("temperature", f"{args.temperature:g}"),
+    ]
+    # Dynamic sampling (DAPO) lives in RSGRPOConfig once added; report it whenever the config has it.
+    for field_name in ("dynamic_sampling", "dynamic_sampling_max_rounds", "dynamic_sampling_on_exhaustion"):
+        if hasattr(args, field_name):
+            rows.append((field_name, getattr(args, field_name)))
+    table = "\n".join(f"| {name} | {value} |" for name, value in rows)
+    return (
+        f"{SECTION_TITLE}\n\n"
+        f"Trained with RS-GRPO, which maximises the risk-sensitive objective J = (1/β) log E[exp(β r)] "
+        f"([{PAPER_TITLE}]({PAPER_URL}), arXiv:2509.24261). {meaning}\n\n"
+        f"| setting | value |\n|---|---|\n{table}\n"
+    )
+
+
+def add_rs_grpo_section(card_path: str | Path, args: RSGRPOConfig, base_model: str | None, dataset_name: str | None):
+    """Insert (or replace) the RS-GRPO section in the model card at `card_path`, before its citations."""
+    card_path = Path(card_path)
+    text = card_path.read_text(encoding="utf-8")
+    text = _drop_section(text, SECTION_TITLE)
+    section = rs_grpo_section(args, base_model, dataset_name)
+    marker = "\n## Citations"
+    if marker in text:
+        before, after = text.split(marker, 1)
+        text = f"{before.rstrip()}\n\n{section}{marker}{after}"
+    else:
+        text = f"{text.rstrip()}\n\n{section}"
+    card_path.write_text(text, encoding="utf-8")
+
+
+def _drop_section(text: str, title: str) -> str:
+    """Remove a `## title` section (up to the next `## ` heading), so regenerating a card never duplicates it."""
+    start = text.find(title)
+    if start < 0:
+        return text
+    end = text.find("\n## ", start + len(title))
+    return text[:start].rstrip() + ("\n" + text[end:] if end >= 0 else "\n")

@@ -1,0 +1,209 @@
+"""`rs-trl train`: train a model with RS-GRPO from a recipe YAML, TRL-style.
+
+    rs-trl train                                        # offline CPU demo (rs_trl/recipes_default/demo.yaml)
+    rs-trl train --config recipes/Qwen2.5-Math-7B/rs_grpo/config_math12k.yaml --learning_rate 2e-6
+    accelerate launch --config_file recipes/accelerate_configs/zero3.yaml -m rs_trl.train --config <recipe>
+
+Arguments are the fields of `ScriptArguments` (below), `RSGRPOConfig` and TRL's `ModelConfig`; a recipe sets them
+and the command line overrides any of them. A recipe key that is none of these fields is an error.
+"""
+
+import importlib
+import json
+import sys
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from .config import RSGRPOConfig
+
+DEFAULT_RECIPE = "recipes_default/demo.yaml"
+REWARD_FUNCS = ("math_accuracy_reward", "format_reward")
+
+
+@dataclass
+class ScriptArguments:
+    """What to train on and how to score it (the model itself is in TRL's `ModelConfig`)."""
+
+    dataset_name: str = field(
+        default="arithmetic",
+        metadata={
+            "help": "Dataset for `rs_trl.data.load_math_dataset`: 'math12k', 'deepmath103k', 'dapo17k' (Hub) or "
+            "'arithmetic', 'gsm_symbolic' (generated offline)."
+        },
+    )
+    dataset_train_split: str = field(default="train", metadata={"help": "Split to train on."})
+    dataset_limit: int | None = field(default=None, metadata={"help": "Train on at most this many problems."})
+    chat: bool = field(
+        default=True,
+        metadata={"help": "Give prompts as chat messages (the model's chat template applies); false for plain text."},
+    )
+    reward_funcs: list[str] = field(
+        default_factory=lambda: ["math_accuracy_reward"],
+        metadata={"help": f"Reward functions: {', '.join(REWARD_FUNCS)} (rs_trl.rewards) or a dotted import path."},
+    )
+    eval_limit: int = field(
+        default=0,
+        metadata={
+            "help": "Score the model greedily on this many held-out problems before and after training and write "
+            "both accuracies to <output_dir>/metrics.json (single process only; 0 skips; use `rs-trl eval` for "
+            "pass@k)."
+        },
+    )
+
+
+def make_parser():
+    """`TrlParser` over (ScriptArguments, RSGRPOConfig, ModelConfig): `--config x.yaml` plus per-field flags."""
+    from trl import ModelConfig, TrlParser
+
+    return TrlParser((ScriptArguments, RSGRPOConfig, ModelConfig), prog="rs-trl train")
+
+
+def parse_args(argv: list[str] | None = None):
+    """Parse `argv`; without `--config`, the packaged offline demo recipe is the base that flags override."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--config" not in argv:
+        argv = ["--config", str(resources.files("rs_trl") / DEFAULT_RECIPE), *argv]
+    return make_parser().parse_args_and_config(argv)
+
+
+def resolve_reward_funcs(names: list[str]) -> list:
+    """Map names to reward functions: ours by name, anything else by dotted import path (as TRL's script does)."""
+    from . import rewards
+
+    funcs = []
+    for name in names:
+        if name in REWARD_FUNCS:
+            funcs.append(getattr(rewards, name))
+        elif "." in name:
+            module_name, attribute = name.rsplit(".", 1)
+            funcs.append(getattr(importlib.import_module(module_name), attribute))
+        else:
+            raise ValueError(
+                f"reward_funcs: unknown reward function {name!r}; allowed: {', '.join(REWARD_FUNCS)} or a dotted "
+                "import path such as 'my_package.my_module.my_reward'."
+            )
+    return funcs
+
+
+def greedy_accuracy(model, tokenizer, dataset, max_new_tokens: int, batch_size: int = 16) -> float:
+    """Share of `dataset` problems whose greedy completion earns math_accuracy_reward 1.0."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from .rewards import math_accuracy_reward
+
+    was_training = model.training
+    model.eval()
+    padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"  # decoder-only batches pad on the left
+    scores = []
+    for start in tqdm(range(0, len(dataset), batch_size), desc="greedy accuracy"):
+        batch = dataset[start : start + batch_size]
+        prompts = [
+            tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) if isinstance(p, list) else p
+            for p in batch["prompt"]
+        ]
+        inputs = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+        with torch.no_grad():
+            output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+        texts = tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+        scores += math_accuracy_reward(texts, batch["answer"])
+    tokenizer.padding_side = padding_side
+    model.train(was_training)
+    return sum(scores) / max(len(scores), 1)
+
+
+def train(script_args: ScriptArguments, training_args: RSGRPOConfig, model_args) -> dict:
+    """Build the dataset, rewards and `RSGRPOTrainer`, train, save (and push); return the metrics written."""
+    from accelerate import PartialState
+    from trl import get_peft_config, get_quantization_config
+
+    from .data import load_math_dataset
+    from .offline import resolve_model
+    from .trainer import RSGRPOTrainer
+
+    # Everything that can be wrong with the arguments fails here, before any model is loaded.
+    reward_funcs = resolve_reward_funcs(script_args.reward_funcs)
+    if model_args.model_name_or_path is None:
+        raise ValueError("model_name_or_path is required (a Hub id, a local directory or 'offline:SmolLM2-135M-Instruct').")
+    state = PartialState()
+    if script_args.eval_limit < 0:
+        raise ValueError(f"eval_limit must be >= 0, got {script_args.eval_limit}.")
+    if script_args.eval_limit and state.num_processes > 1:
+        raise ValueError("eval_limit > 0 needs a single process; for multi-GPU runs use `rs-trl eval` afterwards.")
+
+    with state.main_process_first():  # one process converts/downloads, the others reuse its cache
+        model_path = resolve_model(model_args.model_name_or_path)
+        train_dataset = load_math_dataset(
+            script_args.dataset_name,
+            split=script_args.dataset_train_split,
+            chat=script_args.chat,
+            limit=script_args.dataset_limit,
+            seed=training_args.seed,
+        )
+        eval_dataset = None
+        if script_args.eval_limit:
+            eval_dataset = load_math_dataset(
+                script_args.dataset_name, split="test", chat=script_args.chat, limit=script_args.eval_limit, seed=1
+            )
+
+    model_init_kwargs = {
+        "revision": model_args.model_revision,
+        "attn_implementation": model_args.attn_implementation,
+        "dtype": model_args.dtype,
+    }
+    training_args.model_init_kwargs = {**model_init_kwargs, **(training_args.model_init_kwargs or {})}
+    trainer = RSGRPOTrainer(
+        model=str(model_path),
+        reward_funcs=reward_funcs,
+        args=training_args,
+        train_dataset=train_dataset,
+        peft_config=get_peft_config(model_args),
+        quantization_config=get_quantization_config(model_args),
+    )
+
+    metrics: dict = {
+        "model": model_args.model_name_or_path,
+        "dataset": script_args.dataset_name,
+        "risk_beta": training_args.risk_beta,
+    }
+    if eval_dataset is not None:
+        metrics["accuracy_before"] = greedy_accuracy(
+            trainer.model, trainer.processing_class, eval_dataset, training_args.max_completion_length
+        )
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    if eval_dataset is not None:
+        metrics["accuracy_after"] = greedy_accuracy(
+            trainer.model, trainer.processing_class, eval_dataset, training_args.max_completion_length
+        )
+        metrics["eval_problems"] = len(eval_dataset)
+    metrics["log_history"] = trainer.state.log_history
+
+    trainer.save_model(training_args.output_dir)
+    # Card with the dataset named (checkpoint-time cards cannot know it).
+    trainer.create_model_card(model_name=Path(training_args.output_dir).name, dataset_name=script_args.dataset_name)
+    if trainer.accelerator.is_main_process:
+        metrics_path = Path(training_args.output_dir) / "metrics.json"
+        metrics_path.write_text(json.dumps(metrics, indent=2))
+        print(f"Saved the model to {training_args.output_dir} and metrics to {metrics_path}.")
+    if training_args.push_to_hub:
+        trainer.push_to_hub(dataset_name=script_args.dataset_name)
+        trainer.accelerator.print(f"Pushed to https://huggingface.co/{trainer.hub_model_id}.")
+    trainer.accelerator.end_training()
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `rs-trl train` and `python -m rs_trl.train` (also under `accelerate launch`)."""
+    script_args, training_args, model_args = parse_args(argv)
+    metrics = train(script_args, training_args, model_args)
+    if "accuracy_before" in metrics:
+        print(
+            f"Greedy accuracy on {metrics['eval_problems']} held-out problems: "
+            f"{metrics['accuracy_before']:.1%} before -> {metrics['accuracy_after']:.1%} after."
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""The 100-armed bandit: landscape, vectorised advantage, lemmas, a shortened run and the CLI."""
+
+import json
+
+import pytest
+import torch
+
+from rs_trl import bandit
+from rs_trl.advantages import risk_sensitive_advantages
+
+
+def test_landscape_and_initial_policy_match_the_paper():
+    rewards = bandit.reward_landscape()
+    probs = torch.softmax(bandit.initial_logits(), -1)
+    assert rewards.argmax() == 40 and rewards[40] == pytest.approx(1.0, abs=1e-3)
+    assert rewards[75] == pytest.approx(0.6, abs=1e-3)
+    assert probs.argmax() == 75
+    assert probs[40] == pytest.approx(0.0044, abs=2e-4)
+    assert (probs * rewards).sum() == pytest.approx(0.375, abs=2e-3)
+
+
+def test_batched_advantages_equal_risk_sensitive_advantages_per_beta():
+    betas = [0.0, 0.5, 2.0, 4.0, 64.0, -3.0]
+    rewards = torch.rand(len(betas), 3, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    rewards[:, 0, :8] = rewards[:, 0, 8:]  # repeated values inside a group
+    batched = bandit.batched_risk_sensitive_advantages(rewards, torch.tensor(betas))
+    for i, beta in enumerate(betas):
+        expected = risk_sensitive_advantages(rewards[i].flatten(), 16, beta).view(3, 16)
+        torch.testing.assert_close(batched[i], expected, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("beta", [0.0, 3.0, 50.0])
+def test_expected_update_is_the_exact_gradient_of_the_objective(beta):
+    logits = torch.randn(7, dtype=torch.float64, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    rewards = torch.rand(7, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    probs = torch.softmax(logits, -1)
+    objective = (probs * rewards).sum() if beta == 0 else torch.log((probs * torch.exp(beta * rewards)).sum()) / beta
+    (gradient,) = torch.autograd.grad(objective, logits)
+    torch.testing.assert_close(bandit.expected_update(logits.detach(), rewards, beta), gradient)
+
+
+def test_lemma_1_standard_update_lowers_and_lemma_2_large_beta_raises_optimal_probability():
+    numbers = bandit.lemma_numbers()
+    sharp = numbers["sharpened"]
+    assert sharp["delta_pi_optimal_beta_0"] < 0  # Lemma 1
+    assert sharp["delta_pi_optimal_beta_16"] > 0  # Lemma 2
+    threshold = sharp["smallest_improving_beta"]
+    assert 2 < threshold < 8
+    logits, rewards = bandit.LEMMA_SHARPNESS * bandit.initial_logits(), bandit.reward_landscape()
+    assert bandit.optimal_probability_change(logits, rewards, threshold * 0.99) < 0
+    assert bandit.optimal_probability_change(logits, rewards, threshold * 1.01) > 0
+
+
+def test_lemma_2_holds_for_random_policies():
+    generator = torch.Generator().manual_seed(3)
+    for _ in range(20):
+        logits = 3 * torch.randn(10, dtype=torch.float64, generator=generator)
+        rewards = torch.rand(10, dtype=torch.float64, generator=generator)
+        beta = bandit.smallest_improving_beta(logits, rewards, max_beta=1e4)
+        assert bandit.optimal_probability_change(logits, rewards, 2 * beta + 1) > 0
+
+
+def test_shortened_run_shapes_and_risk_seeking_helps():
+    betas = [0.0, 8.0]
+    run = bandit.run_bandit(steps=16 * 5000, betas=betas, seeds=2, progress=False)
+    assert run["rewards"].shape == (2, 2, 80_000) and run["entropy"].shape == (2, 2, 5000)
+    results = bandit.summarize(run["rewards"], betas)
+    assert all(0.55 < r < 0.61 for r in results["0"]["final_reward"])  # trapped on the local peak
+    assert all(r > 0.9 for r in results["8"]["final_reward"])  # escaped to the global one
+    assert all(step is not None and step < 80_000 for step in results["8"]["escape_step"])
+    assert results["0"]["escape_step"] == [None, None]
+
+
+def test_runs_are_reproducible():
+    first = bandit.run_bandit(steps=1600, betas=[0.0, 4.0], seeds=2, seed=5, progress=False)
+    second = bandit.run_bandit(steps=1600, betas=[0.0, 4.0], seeds=2, seed=5, progress=False)
+    assert torch.equal(first["rewards"], second["rewards"])
+
+
+def test_moving_average_and_escape_step():
+    rewards = torch.cat([torch.full((1, 1, 2000), 0.6), torch.ones(1, 1, 2000)], dim=-1)
+    averaged = bandit.moving_average(rewards)
+    assert averaged.shape[-1] == 4000 - 1000 + 1
+    # Trailing mean > 0.9 needs > 750 of the last 1000 steps at 1.0: first at step 2000 + 751.
+    assert bandit.summarize(rewards, [0.0])["0"]["escape_step"] == [2751]
+
+
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        ({"steps": 1000}, "steps"),
+        ({"betas": [float("nan")]}, "betas"),
+        ({"seeds": 0}, "seeds"),
+        ({"batch_size": 1, "steps": 16}, "batch_size"),
+        ({"lr": -0.1}, "lr"),
+    ],
+)
+def test_bad_input_raises_value_error_naming_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        bandit.run_bandit(**{"steps": 160, **kwargs}, progress=False)
+
+
+def test_cli_writes_json_and_png(tmp_path, capsys):
+    assert bandit.main(["--out", str(tmp_path), "--steps", "3200", "--betas", "0", "4", "--seeds", "2"]) == 0
+    data = json.loads((tmp_path / "bandit.json").read_text())
+    assert data["config"]["steps"] == 3200 and data["config"]["betas"] == [0.0, 4.0]
+    assert set(data["results"]) == {"0", "4"}
+    assert len(data["results"]["4"]["final_reward"]) == 2 and len(data["results"]["4"]["escape_step"]) == 2
+    assert (tmp_path / "bandit.png").stat().st_size > 10_000
+    assert bandit.main(["--lemmas"]) == 0
+    assert "Lemma 1" in capsys.readouterr().out
+
+
+def test_cli_module_dispatch(tmp_path):
+    from rs_trl.cli import main
+
+    assert main(["bandit", "--out", str(tmp_path), "--steps", "160", "--betas", "2", "--seeds", "1"]) == 0
+    assert (tmp_path / "bandit.json").exists()

@@ -1,0 +1,171 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from datasets import Dataset
+from transformers import AutoTokenizer
+
+from rs_trl import RSGRPOConfig, RSGRPOTrainer
+from rs_trl.dynamic_sampling import RefillSampler, concat_batches, take_first, zero_variance_groups
+from tests.conftest import cpu_args
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def numbered_prompts(n=32):
+    return Dataset.from_dict({"prompt": [f"Question {i} :" for i in range(n)], "qid": list(range(n))})
+
+
+def even_prompts_constant(completions, qid, **kwargs):
+    """Prompts with an even id always score 1 (zero variance); odd ones score by their text (varied)."""
+    return [1.0 if q % 2 == 0 else float(sum(map(ord, c)) % 97) for c, q in zip(completions, qid)]
+
+
+def always_constant(completions, **kwargs):
+    return [0.0] * len(completions)
+
+
+def make_trainer(model_dir, tmp_path, reward, **overrides):
+    args = cpu_args(tmp_path, **overrides)
+    return RSGRPOTrainer(model=model_dir, reward_funcs=reward, args=args, train_dataset=numbered_prompts())
+
+
+def test_zero_variance_groups_ignore_unscorable_samples():
+    nan = float("nan")
+    rewards = torch.tensor([1.0, 1.0, 1.0, 1.0, 0.0, 1.0, 0.0, 0.0, nan, 2.0, 2.0, nan, nan, nan, nan, nan])
+    assert zero_variance_groups(rewards, 4).tolist() == [True, False, True, True]
+
+
+def test_take_first_respects_each_process_quota():
+    candidates = torch.tensor([[True, False, True, True], [False, True, False, False]])
+    kept = take_first(candidates, torch.tensor([2, 3]))
+    assert kept.tolist() == [[True, False, True, False], [False, True, False, False]]
+
+
+def test_concat_batches_pads_like_trl():
+    a = {
+        "prompt_ids": torch.tensor([[5, 6]]),
+        "prompt_mask": torch.tensor([[1, 1]]),
+        "completion_ids": torch.tensor([[7]]),
+        "completion_mask": torch.tensor([[1]]),
+        "advantages": torch.tensor([0.5]),
+        "num_items_in_batch": torch.tensor(1),
+    }
+    b = {
+        "prompt_ids": torch.tensor([[4, 5, 6]]),
+        "prompt_mask": torch.tensor([[1, 1, 1]]),
+        "completion_ids": torch.tensor([[7, 8, 9]]),
+        "completion_mask": torch.tensor([[1, 1, 1]]),
+        "advantages": torch.tensor([-0.5]),
+        "num_items_in_batch": torch.tensor(3),
+    }
+    merged = concat_batches([a, b], pad_token_id=0)
+    assert merged["prompt_ids"].tolist() == [[0, 5, 6], [4, 5, 6]]
+    assert merged["prompt_mask"].tolist() == [[0, 1, 1], [1, 1, 1]]
+    assert merged["completion_ids"].tolist() == [[7, 0, 0], [7, 8, 9]]
+    assert merged["completion_mask"].tolist() == [[1, 0, 0], [1, 1, 1]]
+    assert merged["advantages"].tolist() == [0.5, -0.5]
+    with pytest.raises(NotImplementedError, match="pixel_values"):
+        concat_batches([{**a, "pixel_values": torch.zeros(1)}], pad_token_id=0)
+
+
+def test_refill_sampler_covers_each_pass_and_restores():
+    sampler = RefillSampler(10, seed=3)
+    first_pass = sampler.take(6) + sampler.take(4)
+    assert sorted(first_pass) == list(range(10))
+    state = sampler.state_dict()
+    upcoming = sampler.take(7)
+    restored = RefillSampler(10, seed=3)
+    restored.load_state_dict(state)
+    assert restored.take(7) == upcoming
+
+
+def test_only_informative_groups_reach_the_loss(tiny_model_dir, tmp_path):
+    trainer = make_trainer(tiny_model_dir, tmp_path, even_prompts_constant, dynamic_sampling_max_rounds=20)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    trainer.model.train()
+    inputs = [row for row in numbered_prompts().select(range(2)) for _ in range(4)]  # prompt 0 is constant
+    batch = trainer._generate_and_score_completions(inputs)
+
+    assert len(batch["advantages"]) == len(inputs) == batch["completion_ids"].size(0)
+    prompts = tokenizer.batch_decode(batch["prompt_ids"], skip_special_tokens=True)
+    ids = [int(p.split()[1]) for p in prompts]
+    assert all(i % 2 == 1 for i in ids), ids  # every kept group has non-zero reward variance
+    assert all(len(set(ids[g : g + 4])) == 1 for g in range(0, len(ids), 4))  # groups stay whole
+    assert (batch["advantages"].view(-1, 4).abs().sum(dim=1) > 0).all()
+    assert batch["num_items_in_batch"] == batch["completion_mask"].sum()
+    metrics = trainer._metrics["train"]
+    assert metrics["dynamic_sampling/rounds"][-1] >= 1
+    assert metrics["dynamic_sampling/groups_kept"][-1] == 2
+    assert metrics["dynamic_sampling/padded_groups"][-1] == 0
+
+
+def test_exhaustion_error_names_the_zero_variance_fraction(tiny_model_dir, tmp_path):
+    trainer = make_trainer(
+        tiny_model_dir, tmp_path, always_constant, dynamic_sampling_max_rounds=2, dynamic_sampling_on_exhaustion="error"
+    )
+    trainer.model.train()
+    inputs = [row for row in numbered_prompts().select(range(2)) for _ in range(4)]
+    with pytest.raises(RuntimeError, match=r"after 2 extra generation rounds: 100% of the 6 groups"):
+        trainer._generate_and_score_completions(inputs)
+
+
+def test_exhaustion_pad_fills_with_zero_advantage_groups(tiny_model_dir, tmp_path):
+    trainer = make_trainer(tiny_model_dir, tmp_path, always_constant, dynamic_sampling_max_rounds=1)
+    trainer.train()
+    metrics = [h for h in trainer.state.log_history if "dynamic_sampling/padded_groups" in h]
+    assert metrics and all(h["dynamic_sampling/padded_groups"] == 2 for h in metrics)
+    assert all(h["dynamic_sampling/groups_generated"] == 4 for h in metrics)  # 2 groups + 2 refilled, no more
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        dict(steps_per_generation=2, per_device_train_batch_size=4),
+        dict(num_iterations=2),
+        dict(gradient_accumulation_steps=2, per_device_train_batch_size=4),
+        dict(beta=0.04),
+    ],
+    ids=["steps_per_generation", "num_iterations", "grad_accum", "kl"],
+)
+def test_training_combinations(tiny_model_dir, tmp_path, overrides):
+    trainer = make_trainer(tiny_model_dir, tmp_path, even_prompts_constant, max_steps=2, **overrides)
+    trainer.train()
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    assert len(losses) == 2 and torch.isfinite(torch.tensor(losses)).all()
+    filtered = [h for h in trainer.state.log_history if "dynamic_sampling/groups_kept" in h]
+    groups_per_generation = trainer.args.generation_batch_size // trainer.args.num_generations
+    assert filtered and all(h["dynamic_sampling/groups_kept"] == groups_per_generation for h in filtered)
+
+
+def test_config_rejects_groups_split_across_processes(monkeypatch):
+    # Two processes with 2 samples each: TRL accepts the global batch of 4, but each group would straddle both.
+    monkeypatch.setattr(RSGRPOConfig, "world_size", property(lambda self: 2))
+    with pytest.raises(ValueError, match="whole groups on every process"):
+        RSGRPOConfig(output_dir="/tmp/x", use_cpu=True, per_device_train_batch_size=2, num_generations=4)
+    RSGRPOConfig(output_dir="/tmp/x", use_cpu=True, per_device_train_batch_size=2, num_generations=4,
+                 dynamic_sampling=False)
+
+
+@pytest.mark.slow
+def test_two_processes_agree_on_rounds_and_batch_sizes(tiny_model_dir, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "tests" / "scripts" / "ds_two_process.py"),
+        tiny_model_dir, str(tmp_path),
+    ]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    records = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(2)]
+    assert len(records[0]) == len(records[1]) >= 2
+    for step0, step1 in zip(*records):
+        for key in ("rounds", "groups_generated", "groups_kept", "num_items_in_batch", "refill_drawn"):
+            assert step0[key] == step1[key], (key, step0, step1)
+        assert step0["local_rows"] == step1["local_rows"] == 8
+    assert any(step["rounds"] >= 1 for step in records[0])  # refills really happened across processes
+    assert sum(step["local_rows"] for step in records[0]) > 0

@@ -1,0 +1,95 @@
+"""pass@k estimator vs brute force, argument errors, and an offline end-to-end eval of the tiny model."""
+
+import itertools
+import json
+
+import pytest
+
+from rs_trl.evaluation import (
+    compare_main,
+    compare_results,
+    default_ks,
+    evaluate_pass_at_k,
+    main,
+    pass_at_k,
+    score_benchmark,
+)
+
+
+@pytest.mark.parametrize("n", range(1, 8))
+def test_pass_at_k_matches_brute_force(n):
+    for c in range(n + 1):
+        samples = [True] * c + [False] * (n - c)
+        for k in range(1, n + 1):
+            subsets = list(itertools.combinations(samples, k))
+            expected = sum(any(s) for s in subsets) / len(subsets)
+            assert pass_at_k(n, c, k) == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [((4, 1, 5), "<= `n`"), ((4, 5, 1), "more correct"), ((4, 1, 0), ">= 1"), ((-1, 0, 1), "non-negative"),
+     ((4.0, 1, 1), "integer"), ((True, 1, 1), "integer")],
+)
+def test_pass_at_k_errors(args, message):
+    with pytest.raises(ValueError, match=message):
+        pass_at_k(*args)
+
+
+def test_pass_at_k_large_n_and_helpers():
+    assert 0 < pass_at_k(20000, 3, 16) < 1
+    assert default_ks(32) == [1, 2, 4, 8, 16, 32] and default_ks(6) == [1, 2, 4, 6] and default_ks(1) == [1]
+    assert score_benchmark([0, 4, 2], 4, [1, 4]) == {"1": pytest.approx(0.5), "4": pytest.approx(2 / 3)}
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [(dict(n=0), "`n`"), (dict(n=4, ks=[8]), "`ks`"), (dict(temperature=-1), "temperature"),
+     (dict(top_p=0), "top_p"), (dict(backend="tgi"), "backend"), (dict(benchmarks=["aime23"]), "allowed: aime24"),
+     (dict(max_new_tokens=0), "max_new_tokens")],
+)
+def test_evaluate_rejects_bad_arguments_before_loading(kwargs, message):
+    kwargs = {"model": "does/not-exist", "benchmarks": ["arithmetic-test"], **kwargs}
+    with pytest.raises(ValueError, match=message):
+        evaluate_pass_at_k(**kwargs)
+
+
+def test_end_to_end_offline_eval_and_compare(tiny_model_dir, tmp_path, capsys):
+    out_a = tmp_path / "a"
+    assert main(["--model", tiny_model_dir, "--benchmarks", "arithmetic-test", "--limit", "3", "--n", "4",
+                 "--max-new-tokens", "6", "--backend", "transformers", "--name", "A", "--out", str(out_a)]) == 0
+    results = json.loads((out_a / "pass_at_k.json").read_text())
+    assert (out_a / "pass_at_k.png").read_bytes()[:4] == b"\x89PNG"
+    bench = results["benchmarks"]["arithmetic-test"]
+    assert results["ks"] == [1, 2, 4] and bench["num_problems"] == 3
+    assert [p["n"] for p in bench["problems"]] == [4, 4, 4]
+    assert bench["pass_at_k"] == score_benchmark([p["correct"] for p in bench["problems"]], 4, [1, 2, 4])
+    assert results["average"] == bench["pass_at_k"]
+
+    # A second "model" that solves everything: compare lists the problems it newly solves.
+    better = json.loads(json.dumps(results))
+    better["model"] = "B"
+    for problem in better["benchmarks"]["arithmetic-test"]["problems"]:
+        problem["correct"] = 4
+    better["benchmarks"]["arithmetic-test"]["pass_at_k"] = better["average"] = {"1": 1.0, "2": 1.0, "4": 1.0}
+    (tmp_path / "b.json").write_text(json.dumps(better))
+    unsolved = [p["id"] for p in bench["problems"] if p["correct"] == 0]
+    assert f"B newly solves {len(unsolved)} problem(s) {unsolved}" in compare_results([results, better])
+    capsys.readouterr()
+    assert compare_main([str(out_a), str(tmp_path / "b.json"), "--ks", "1", "4", "--plot", str(tmp_path / "c.png")]) == 0
+    table = capsys.readouterr().out
+    assert "| arithmetic-test |" in table and "B pass@4" in table and "100.0" in table
+    assert (tmp_path / "c.png").exists()
+
+
+def test_evaluate_with_loaded_model_and_custom_dataset(tiny_model_dir):
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    custom = Dataset.from_dict({"prompt": ["1 + 1 =", "2 + 2 ="], "answer": ["2", "4"]})
+    results = evaluate_pass_at_k(model, {"mine": custom}, n=2, temperature=0.0, max_new_tokens=4, tokenizer=tokenizer)
+    assert results["backend"] == "transformers" and set(results["benchmarks"]) == {"mine"}
+    with pytest.raises(ValueError, match="lacks column"):
+        evaluate_pass_at_k(model, {"bad": Dataset.from_dict({"prompt": ["x"]})}, n=1, tokenizer=tokenizer)
