@@ -37,7 +37,7 @@ def grpo_config_like(rs_args):
 
 @pytest.mark.parametrize("scale_rewards", ["none", "group", "batch"])
 def test_risk_beta_zero_is_trl_grpo(tiny_model_dir, tmp_path, scale_rewards):
-    rs_args = cpu_args(tmp_path / "rs", risk_beta=0.0, scale_rewards=scale_rewards,
+    rs_args = cpu_args(tmp_path / "rs", risk_beta=0.0, scale_rewards=scale_rewards, dynamic_sampling=False,
                        reward_weights=[1.0, 0.5])
     trl_args = grpo_config_like(rs_args)
     reward_funcs = [digit_reward, sometimes_none_reward]
@@ -59,7 +59,7 @@ def test_risk_beta_zero_is_trl_grpo(tiny_model_dir, tmp_path, scale_rewards):
 
 
 def test_risk_beta_zero_trains_like_trl(tiny_model_dir, tmp_path):
-    rs_args = cpu_args(tmp_path / "rs", risk_beta=0.0, learning_rate=1e-2, max_steps=3)
+    rs_args = cpu_args(tmp_path / "rs", risk_beta=0.0, dynamic_sampling=False, learning_rate=1e-2, max_steps=3)
     trl_args = grpo_config_like(rs_args)
     params = []
     for cls, args in ((GRPOTrainer, trl_args), (RSGRPOTrainer, rs_args)):
