@@ -232,14 +232,17 @@ def optimal_probability_change(logits: torch.Tensor, rewards: torch.Tensor, beta
 
 
 def smallest_improving_beta(logits: torch.Tensor, rewards: torch.Tensor, lr: float = 0.1, max_beta: float = 1e4) -> float:
-    """Smallest β (to 1e-3 relative, by bisection) above which the expected RS step raises π(best arm).
+    """Smallest β >= 0 (to 1e-3 · max(β, 1), by bisection) above which the expected RS step raises π(best arm).
 
-    Lemma 2 says such a β exists for every policy; raises ValueError if none is found below `max_beta`.
+    Returns 0.0 when the standard step already raises it. Lemma 2 says such a β exists for every policy;
+    raises ValueError if none is found below `max_beta`.
     """
+    if optimal_probability_change(logits, rewards, 0.0, lr) > 0:
+        return 0.0
     if optimal_probability_change(logits, rewards, max_beta, lr) <= 0:
         raise ValueError(f"No β <= max_beta={max_beta} raises the optimal arm's probability.")
     low, high = 0.0, max_beta
-    while high - low > 1e-3 * high:
+    while high - low > 1e-3 * max(high, 1.0):
         middle = (low + high) / 2
         low, high = (middle, high) if optimal_probability_change(logits, rewards, middle, lr) <= 0 else (low, middle)
     return high

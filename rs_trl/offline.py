@@ -57,7 +57,9 @@ def smollm2_instruct(target: str | Path | None = None) -> Path:
     print(f"Converting {gguf.name} to a Hugging Face model in {target} (once, under a minute)...")
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     gguf_model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    model = AutoModelForCausalLM.from_config(gguf_model.config, dtype=torch.float32)
+    config = gguf_model.config
+    del config.quantization_config  # the weights are dequantised now; a GGUF marker would make Trainer refuse them
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(gguf_model.state_dict())
     model.generation_config = gguf_model.generation_config
     # The GGUF names <|im_end|> as both eos and pad; generation must stop on it.

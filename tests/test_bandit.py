@@ -78,11 +78,11 @@ def test_runs_are_reproducible():
 
 
 def test_moving_average_and_escape_step():
-    rewards = torch.cat([torch.full((1, 1, 2000), 0.6), torch.ones(1, 1, 2000)], dim=-1)
+    rewards = torch.cat([torch.full((1, 1, 2000), 0.5), torch.ones(1, 1, 2000)], dim=-1)
     averaged = bandit.moving_average(rewards)
     assert averaged.shape[-1] == 4000 - 1000 + 1
-    # Trailing mean > 0.9 needs > 750 of the last 1000 steps at 1.0: first at step 2000 + 751.
-    assert bandit.summarize(rewards, [0.0])["0"]["escape_step"] == [2751]
+    # Trailing mean > 0.9 needs > 800 of the last 1000 steps at 1.0: first at step 2000 + 801.
+    assert bandit.summarize(rewards, [0.0])["0"]["escape_step"] == [2801]
 
 
 @pytest.mark.parametrize(

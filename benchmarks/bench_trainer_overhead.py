@@ -1,0 +1,72 @@
+"""Trainer overhead: RSGRPOTrainer step time / GRPOTrainer step time, same tiny model, data and seed.
+
+Steps of the two trainers are interleaved so machine noise hits both alike; the ratio of medians is printed.
+Dynamic sampling is off here: this isolates the cost of the risk-sensitive advantage path.
+
+    python benchmarks/bench_trainer_overhead.py [--steps 30]
+"""
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from datasets import Dataset  # noqa: E402
+from transformers import TrainerCallback  # noqa: E402
+from trl import GRPOConfig, GRPOTrainer  # noqa: E402
+
+from rs_trl import RSGRPOConfig, RSGRPOTrainer  # noqa: E402
+from rs_trl.tiny import build_tiny_model  # noqa: E402
+
+
+def varied_reward(completions, **kwargs):
+    return [float(sum(map(ord, c)) % 7) for c in completions]
+
+
+class StepTimer(TrainerCallback):
+    def __init__(self):
+        self.times, self._start = [], None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.times.append(time.perf_counter() - self._start)
+
+
+def run(trainer_cls, config_cls, model_dir, out_dir, steps, **extra):
+    args = config_cls(
+        output_dir=out_dir, use_cpu=True, bf16=False, gradient_checkpointing=False, report_to="none", seed=0,
+        per_device_train_batch_size=16, num_generations=8, max_completion_length=16, max_steps=steps,
+        logging_steps=steps, save_strategy="no", disable_tqdm=True, scale_rewards="none", epsilon_high=0.28, **extra,
+    )
+    dataset = Dataset.from_dict({"prompt": [f"What is {i} + {i}?" for i in range(64)]})
+    timer = StepTimer()
+    trainer = trainer_cls(model=model_dir, reward_funcs=varied_reward, args=args, train_dataset=dataset,
+                          callbacks=[timer])
+    trainer.train()
+    return timer.times[2:]  # drop warm-up steps
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating runs of each trainer")
+    options = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = str(build_tiny_model(os.path.join(tmp, "model")))
+        grpo, rs = [], []
+        for _ in range(options.rounds):
+            grpo += run(GRPOTrainer, GRPOConfig, model_dir, tmp, options.steps)
+            rs += run(RSGRPOTrainer, RSGRPOConfig, model_dir, tmp, options.steps, risk_beta=2.0, dynamic_sampling=False)
+    grpo_median, rs_median = statistics.median(grpo), statistics.median(rs)
+    print(f"GRPOTrainer   median step: {grpo_median * 1e3:.1f} ms over {len(grpo)} steps")
+    print(f"RSGRPOTrainer median step: {rs_median * 1e3:.1f} ms over {len(rs)} steps")
+    print(f"overhead ratio (RS-GRPO / GRPO): {rs_median / grpo_median:.3f}  (target <= 1.03)")
+
+
+if __name__ == "__main__":
+    main()
