@@ -33,6 +33,13 @@ class RSGRPOConfig(GRPOConfig):
         dropped (zero-advantage) groups and logs `dynamic_sampling/padded_groups`; `"error"` stops training with
         the fraction of zero-variance groups seen.
 
+    > Parameters that control fault tolerance
+
+    reward_timeout (`float` or `None`, *optional*, defaults to `300.0`):
+        Seconds one call of a (synchronous) reward function may take. A call that raises or times out leaves its
+        samples unscored (advantage 0) and is counted in `rewards/<name>/faults_*`; training goes on. `None`
+        disables the timeout (the call then runs in the training thread).
+
     > Parameters whose defaults differ from [`~trl.GRPOConfig`]
 
     scale_rewards (`str`, *optional*, defaults to `"none"`):
@@ -69,6 +76,12 @@ class RSGRPOConfig(GRPOConfig):
             "groups, logged) or 'error'."
         },
     )
+    reward_timeout: float | None = field(
+        default=300.0,
+        metadata={
+            "help": "Seconds a reward function call may take before its samples are left unscored (None: no limit)."
+        },
+    )
     scale_rewards: str = field(
         default="none",
         metadata={
@@ -99,6 +112,14 @@ class RSGRPOConfig(GRPOConfig):
             raise ValueError(
                 "dynamic_sampling_on_exhaustion must be one of 'pad', 'error', "
                 f"got {self.dynamic_sampling_on_exhaustion!r}."
+            )
+        if self.reward_timeout is not None and not (
+            isinstance(self.reward_timeout, (int, float))
+            and math.isfinite(self.reward_timeout)
+            and self.reward_timeout > 0
+        ):
+            raise ValueError(
+                f"reward_timeout must be a positive number of seconds or None, got {self.reward_timeout!r}."
             )
         if self.multi_objective_aggregation != "sum_then_normalize":
             raise ValueError(

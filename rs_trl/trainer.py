@@ -8,18 +8,37 @@ in `_calculate_rewards`). Loss, generation, vLLM, PEFT, logging and checkpointin
 import json
 import os
 import textwrap
+from collections import Counter
 
 import torch
 from datasets import Dataset
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer
-from trl.trainer.utils import nanstd
+from trl.trainer.utils import is_async_callable, nanstd
 
 from .advantages import risk_sensitive_advantages
 from .config import RSGRPOConfig
+from .reward_guard import guard_reward_function, required_columns
 from .dynamic_sampling import RefillSampler, concat_batches, group_rows, select_rows, take_first, zero_variance_groups
 
 DYNAMIC_SAMPLING_STATE = "dynamic_sampling_state.json"
+
+
+def _validate_train_dataset(dataset, reward_funcs, needs_prompt: bool):
+    if dataset is None or not hasattr(dataset, "column_names"):
+        return
+    if isinstance(dataset, Dataset) and len(dataset) == 0:
+        raise ValueError("train_dataset is empty: RS-GRPO needs at least one prompt.")
+    columns = set(dataset.column_names or [])
+    if needs_prompt and "prompt" not in columns:
+        raise ValueError(f"train_dataset needs a 'prompt' column; it has {sorted(columns)}.")
+    for func in reward_funcs:
+        missing = required_columns(func) - columns
+        if missing:
+            raise ValueError(
+                f"Reward function {getattr(func, '__name__', func)!r} needs dataset column(s) {sorted(missing)}, "
+                f"which train_dataset lacks; it has {sorted(columns)}."
+            )
 
 
 class RSGRPOTrainer(GRPOTrainer):
@@ -44,24 +63,52 @@ class RSGRPOTrainer(GRPOTrainer):
             }"""),
     }
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        if not isinstance(self.args, RSGRPOConfig):
-            raise TypeError(f"RSGRPOTrainer needs `args` to be an RSGRPOConfig, got {type(self.args).__name__}.")
-        self._refill_sampler = None
-        if self.args.dynamic_sampling:
-            if not isinstance(self.train_dataset, Dataset):
-                raise ValueError(
-                    "dynamic_sampling draws refill prompts by index and needs a map-style `datasets.Dataset` as "
-                    f"train_dataset, got {type(self.train_dataset).__name__}. Set dynamic_sampling=False."
-                )
-            # Its own seeded pass over the training set, so refills never disturb the main dataloader's order.
-            self._refill_sampler = RefillSampler(len(self.train_dataset), seed=self.args.seed + 1)
+    def __init__(self, model, reward_funcs, args=None, train_dataset=None, *more_args, **kwargs):
+        if args is None:
+            model_name = model if isinstance(model, str) else model.config._name_or_path
+            args = RSGRPOConfig(f"{model_name.split('/')[-1]}-RS-GRPO")
+        if not isinstance(args, RSGRPOConfig):
+            raise TypeError(f"RSGRPOTrainer needs `args` to be an RSGRPOConfig, got {type(args).__name__}.")
+        # Fail on bad data before the model is loaded or anything is generated.
+        funcs = reward_funcs if isinstance(reward_funcs, list) else [reward_funcs]
+        _validate_train_dataset(train_dataset, funcs, needs_prompt=kwargs.get("environment_factory") is None)
+        if args.dynamic_sampling and not isinstance(train_dataset, Dataset):
+            raise ValueError(
+                "dynamic_sampling draws refill prompts by index and needs a map-style `datasets.Dataset` as "
+                f"train_dataset, got {type(train_dataset).__name__}. Set dynamic_sampling=False."
+            )
+        super().__init__(model, reward_funcs, args, train_dataset, *more_args, **kwargs)
+
+        self._reward_faults = Counter()
+        self.reward_funcs = [
+            func
+            if isinstance(func, torch.nn.Module) or is_async_callable(func)
+            else guard_reward_function(func, args.reward_timeout, self._reward_faults)
+            for func in self.reward_funcs
+        ]
+        # Its own seeded pass over the training set, so refills never disturb the main dataloader's order.
+        self._refill_sampler = RefillSampler(len(train_dataset), args.seed + 1) if args.dynamic_sampling else None
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         # Rewards of all processes, in global order: the only input the risk-sensitive advantage needs.
         self._gathered_rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self._log_reward_faults()
         return self._gathered_rewards_per_func
+
+    def _log_reward_faults(self):
+        """Per reward function, samples lost this round to errors, timeouts and None/NaN, summed over processes."""
+        kinds = ("error", "timeout", "none")
+        local = torch.tensor(
+            [[self._reward_faults[(name, kind)] for kind in kinds] for name in self.reward_func_names],
+            dtype=torch.float32,
+            device=self.accelerator.device,
+        )
+        self._reward_faults.clear()
+        totals = self.accelerator.gather(local.unsqueeze(0)).sum(dim=0)
+        mode = "train" if self.model.training else "eval"
+        for name, row in zip(self.reward_func_names, totals.tolist()):
+            for kind, count in zip(kinds, row):
+                self._metrics[mode][f"rewards/{name}/faults_{kind}"].append(count)
 
     def _generate_and_score_completions(self, inputs):
         if self.model.training and self.args.dynamic_sampling:

@@ -1,0 +1,317 @@
+"""The exploration dilemma through the real `RSGRPOTrainer`, at toy LM scale.
+
+A tiny causal LM answers prompts `Q<i>:` with a two-digit number: a 100-armed bandit written as a
+token sequence. Each prompt has a correct answer (reward 1.0), a wrong-but-partially-rewarded
+distractor (0.6, the bandit's local peak) and 98 other answers (0.1). The model is first fitted
+(supervised, in-process) to prefer the distractor and to give the correct answer rarely, then trained
+with GRPO (risk_beta=0) and RS-GRPO (risk_beta>0) for the same steps and seeds. pass@1 and pass@k
+(correct = the exact correct answer) are measured before and after.
+
+`rs-trl dilemma --out DIR` writes DIR/dilemma.json and DIR/dilemma.png.
+"""
+
+import argparse
+import copy
+import json
+import logging
+import math
+import random
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .evaluation import pass_at_k
+from .tiny import build_tiny_model
+
+CORRECT_REWARD, DISTRACTOR_REWARD, OTHER_REWARD = 1.0, 0.6, 0.1  # the bandit's global peak, local peak, floor
+
+
+@dataclass
+class DilemmaSettings:
+    """Everything that defines one dilemma experiment (recorded in the JSON)."""
+
+    seeds: int = 3
+    betas: list[float] = field(default_factory=lambda: [0.0, 8.0])
+    num_prompts: int = 4
+    rl_steps: int = 60
+    num_generations: int = 16
+    prompts_per_step: int = 2
+    learning_rate: float = 2e-3
+    # Supervised warm start: the answer mix the model is fitted to (the rest spread over other answers).
+    sft_distractor_share: float = 0.85
+    sft_correct_share: float = 0.03
+    sft_steps: int = 150
+    eval_samples: int = 64
+    ks: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first bad field, before any compute."""
+        positive = ("seeds", "num_prompts", "rl_steps", "prompts_per_step", "sft_steps", "eval_samples")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}.")
+        if self.num_generations < 2:
+            raise ValueError(f"`num_generations` must be >= 2, got {self.num_generations}.")
+        if not self.betas or not all(math.isfinite(b) for b in self.betas):
+            raise ValueError(f"`betas` must be a non-empty list of finite floats, got {self.betas!r}.")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ValueError(f"`learning_rate` must be a finite float > 0, got {self.learning_rate!r}.")
+        shares = (self.sft_distractor_share, self.sft_correct_share)
+        if not (all(0 < s < 1 for s in shares) and sum(shares) <= 1):
+            raise ValueError(f"`sft_distractor_share` and `sft_correct_share` must be in (0, 1) and sum to <= 1, got {shares}.")
+        if not self.ks or any(k < 1 or k > self.eval_samples for k in self.ks):
+            raise ValueError(f"`ks` must be integers in [1, eval_samples={self.eval_samples}], got {self.ks!r}.")
+        if self.num_prompts > 50:
+            raise ValueError(f"`num_prompts` must be <= 50 (two distinct answers per prompt), got {self.num_prompts}.")
+
+
+def make_task(num_prompts: int, seed: int = 0) -> list[dict[str, str]]:
+    """`num_prompts` prompts, each with its own correct answer and distractor (distinct two-digit numbers)."""
+    answers = random.Random(seed).sample(range(100), 2 * num_prompts)
+    return [
+        {"prompt": f"Q{i}:", "correct": f"{answers[2 * i]:02d}", "distractor": f"{answers[2 * i + 1]:02d}"}
+        for i in range(num_prompts)
+    ]
+
+
+def answer_reward(completions: list[str], correct: list[str], distractor: list[str], **kwargs) -> list[float]:
+    """TRL reward function: 1.0 for the correct answer, 0.6 for the distractor, 0.1 for anything else."""
+    rewards = []
+    for completion, right, wrong in zip(completions, correct, distractor):
+        answer = completion.strip()
+        rewards.append(CORRECT_REWARD if answer == right else DISTRACTOR_REWARD if answer == wrong else OTHER_REWARD)
+    return rewards
+
+
+def _load_tiny_model(seed: int):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    with tempfile.TemporaryDirectory() as directory:
+        build_tiny_model(directory, seed=seed)
+        return AutoModelForCausalLM.from_pretrained(directory), AutoTokenizer.from_pretrained(directory)
+
+
+def _encode(tokenizer, prompt: str, answer: str) -> tuple[list[int], list[int]]:
+    """Prompt ids and answer ids + EOS, tokenized separately as the trainer sees them."""
+    return tokenizer(prompt).input_ids, tokenizer(answer).input_ids + [tokenizer.eos_token_id]
+
+
+def supervised_warm_start(model, tokenizer, task: list[dict[str, str]], settings: DilemmaSettings, seed: int) -> None:
+    """Fit the model (in place) to answer each prompt with the distractor mostly, the correct answer rarely
+    and a spread of other answers: the sharp, wrong-leaning prior that RL then starts from."""
+    rng = random.Random(seed)
+    examples = []
+    per_prompt = 200
+    for item in task:
+        n_distractor = round(settings.sft_distractor_share * per_prompt)
+        n_correct = round(settings.sft_correct_share * per_prompt)
+        others = [f"{a:02d}" for a in range(100) if f"{a:02d}" not in (item["correct"], item["distractor"])]
+        answers = [item["distractor"]] * n_distractor + [item["correct"]] * n_correct
+        answers += rng.choices(others, k=per_prompt - len(answers))
+        examples += [_encode(tokenizer, item["prompt"], answer) for answer in answers]
+    length = max(len(p) + len(a) for p, a in examples)
+    input_ids = torch.full((len(examples), length), tokenizer.pad_token_id)
+    labels = torch.full_like(input_ids, -100)  # loss on the answer tokens only
+    attention = torch.zeros_like(input_ids)
+    for row, (prompt, answer) in enumerate(examples):
+        ids = prompt + answer
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        labels[row, len(prompt) : len(ids)] = torch.tensor(answer)
+        attention[row, : len(ids)] = 1
+    torch.manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(settings.sft_steps):
+        loss = model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval()
+
+
+@torch.no_grad()
+def answer_probability(model, tokenizer, prompt: str, answer: str) -> float:
+    """Exact probability that sampling at temperature 1 returns `answer` then EOS (teacher forcing)."""
+    prompt_ids, answer_ids = _encode(tokenizer, prompt, answer)
+    ids = torch.tensor([prompt_ids + answer_ids])
+    log_probs = torch.log_softmax(model(input_ids=ids).logits[0, len(prompt_ids) - 1 : -1].float(), -1)
+    return float(log_probs.gather(-1, torch.tensor(answer_ids).unsqueeze(-1)).sum().exp())
+
+
+@torch.no_grad()
+def evaluate(model, tokenizer, task: list[dict[str, str]], settings: DilemmaSettings, seed: int) -> dict[str, float]:
+    """pass@k over `eval_samples` sampled answers per prompt (averaged over prompts), plus the exact
+    probabilities of the correct answer and of the distractor."""
+    model.eval()
+    torch.manual_seed(seed)
+    totals = {f"pass@{k}": 0.0 for k in settings.ks} | {"p_correct": 0.0, "p_distractor": 0.0}
+    for item in task:
+        prompt_ids = tokenizer(item["prompt"], return_tensors="pt").input_ids.repeat(settings.eval_samples, 1)
+        generated = model.generate(
+            input_ids=prompt_ids,
+            attention_mask=torch.ones_like(prompt_ids),
+            do_sample=True,
+            temperature=1.0,
+            top_k=None,
+            top_p=None,
+            max_new_tokens=4,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+        texts = tokenizer.batch_decode(generated[:, prompt_ids.shape[1] :], skip_special_tokens=True)
+        correct = sum(text.strip() == item["correct"] for text in texts)
+        for k in settings.ks:
+            totals[f"pass@{k}"] += pass_at_k(settings.eval_samples, correct, k)
+        totals["p_correct"] += answer_probability(model, tokenizer, item["prompt"], item["correct"])
+        totals["p_distractor"] += answer_probability(model, tokenizer, item["prompt"], item["distractor"])
+    return {name: round(value / len(task), 4) for name, value in totals.items()}
+
+
+def train_rl(model, tokenizer, task: list[dict[str, str]], risk_beta: float, settings: DilemmaSettings, seed: int, output_dir: str):
+    """Train `model` in place with `RSGRPOTrainer` (risk_beta=0 is exactly GRPO)."""
+    from datasets import Dataset
+
+    from .config import RSGRPOConfig
+    from .trainer import RSGRPOTrainer
+
+    rows = settings.rl_steps * settings.prompts_per_step
+    dataset = Dataset.from_list([task[i % len(task)] for i in range(rows)])
+    options = dict(
+        output_dir=output_dir,
+        risk_beta=risk_beta,
+        num_generations=settings.num_generations,
+        per_device_train_batch_size=settings.num_generations * settings.prompts_per_step,
+        max_completion_length=4,
+        max_steps=settings.rl_steps,
+        learning_rate=settings.learning_rate,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        temperature=1.0,
+        seed=seed,
+        use_cpu=True,
+        bf16=False,
+        gradient_checkpointing=False,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=10**6,
+        disable_tqdm=True,
+    )
+    if "dynamic_sampling" in {f.name for f in fields(RSGRPOConfig)}:
+        options["dynamic_sampling"] = False  # one plain batch per step, identical for both methods
+    trainer = RSGRPOTrainer(
+        model=model, reward_funcs=answer_reward, args=RSGRPOConfig(**options), train_dataset=dataset, processing_class=tokenizer
+    )
+    trainer.train()
+    return trainer.model
+
+
+def run_dilemma(settings: DilemmaSettings, progress: bool = True) -> dict:
+    """For each seed: warm-start a tiny LM, evaluate, then train a copy per β and evaluate again."""
+    settings.validate()
+    transformers_logging = logging.getLogger("transformers")
+    level = transformers_logging.level
+    transformers_logging.setLevel(logging.ERROR)  # TRL warns about the tiny model's missing chat template etc.
+    per_seed = []
+    bar = tqdm(total=settings.seeds * (1 + len(settings.betas)), desc="dilemma runs", disable=not progress)
+    try:
+        for seed in range(settings.seeds):
+            task = make_task(settings.num_prompts, seed)
+            torch.manual_seed(seed)
+            model, tokenizer = _load_tiny_model(seed)
+            supervised_warm_start(model, tokenizer, task, settings, seed)
+            record = {"seed": seed, "task": task, "before": evaluate(model, tokenizer, task, settings, seed), "after": {}}
+            bar.update()
+            for beta in settings.betas:
+                with tempfile.TemporaryDirectory() as output_dir:
+                    trained = train_rl(copy.deepcopy(model), tokenizer, task, beta, settings, seed, output_dir)
+                record["after"][_beta_key(beta)] = evaluate(trained, tokenizer, task, settings, seed)
+                bar.update()
+            per_seed.append(record)
+    finally:
+        bar.close()
+        transformers_logging.setLevel(level)
+    return {"config": asdict(settings), "per_seed": per_seed, "summary": _summarize(per_seed, settings)}
+
+
+def _beta_key(beta: float) -> str:
+    return str(int(beta)) if float(beta).is_integer() else str(beta)
+
+
+def _summarize(per_seed: list[dict], settings: DilemmaSettings) -> dict:
+    """Mean over seeds of every metric, before training and after training with each β."""
+    mean = lambda rows: {name: round(sum(r[name] for r in rows) / len(rows), 4) for name in rows[0]}  # noqa: E731
+    summary = {"before": mean([record["before"] for record in per_seed])}
+    for beta in settings.betas:
+        summary[f"beta={_beta_key(beta)}"] = mean([record["after"][_beta_key(beta)] for record in per_seed])
+    return summary
+
+
+def plot(results: dict, path: Path) -> None:
+    """pass@k curves (mean over seeds) before training and after each β, plus per-seed pass@1 / pass@max-k."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ks = results["config"]["ks"]
+    fig, (ax_curve, ax_seeds) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for name, metrics in results["summary"].items():
+        style = {"color": "gray", "linestyle": "--"} if name == "before" else {}
+        label = "before RL (warm start)" if name == "before" else ("GRPO (β=0)" if name == "beta=0" else f"RS-GRPO ({name.replace('beta', 'β')})")
+        ax_curve.plot(ks, [metrics[f"pass@{k}"] for k in ks], marker="o", label=label, **style)
+    ax_curve.set(xscale="log", xlabel="k", ylabel="pass@k (mean over prompts and seeds)", title="pass@k")
+    ax_curve.set_xticks(ks, [str(k) for k in ks])
+    ax_curve.legend()
+    names = ["before"] + list(results["per_seed"][0]["after"])
+    for offset, metric in ((-0.2, "pass@1"), (0.2, f"pass@{ks[-1]}")):
+        for i, name in enumerate(names):
+            values = [(r["before"] if name == "before" else r["after"][name])[metric] for r in results["per_seed"]]
+            ax_seeds.scatter([i + offset] * len(values), values, color="tab:blue" if offset < 0 else "tab:orange",
+                             label=metric if i == 0 else None)
+    ax_seeds.set_xticks(range(len(names)), ["before"] + [f"β={n}" for n in names[1:]])
+    ax_seeds.set(ylabel="per seed", title=f"pass@1 and pass@{ks[-1]} per seed")
+    ax_seeds.legend()
+    steps = results["config"]["rl_steps"]
+    fig.suptitle(f"Exploration dilemma, tiny LM + RSGRPOTrainer ({steps} RL steps, {len(results['per_seed'])} seeds)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _parser() -> argparse.ArgumentParser:
+    defaults = DilemmaSettings()
+    parser = argparse.ArgumentParser(prog="rs-trl dilemma", description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("dilemma"), help="output directory (default: ./dilemma)")
+    parser.add_argument("--seeds", type=int, default=defaults.seeds, help="number of seeds")
+    parser.add_argument("--betas", type=float, nargs="+", default=defaults.betas, help="risk_beta values (0 = GRPO)")
+    parser.add_argument("--steps", type=int, default=defaults.rl_steps, help="RL steps per run")
+    parser.add_argument("--prompts", type=int, default=defaults.num_prompts, help="number of prompts")
+    parser.add_argument("--lr", type=float, default=defaults.learning_rate, help="RL learning rate")
+    parser.add_argument("--eval-samples", type=int, default=defaults.eval_samples, help="samples per prompt for pass@k")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    settings = DilemmaSettings(
+        seeds=args.seeds, betas=args.betas, rl_steps=args.steps, num_prompts=args.prompts,
+        learning_rate=args.lr, eval_samples=args.eval_samples,
+    )
+    settings.validate()
+    args.out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    results = run_dilemma(settings)
+    results["wall_time_s"] = round(time.perf_counter() - started, 1)
+    (args.out / "dilemma.json").write_text(json.dumps(results, indent=2) + "\n")
+    plot(results, args.out / "dilemma.png")
+    ks = settings.ks
+    print(f"{'':<12}" + "".join(f"{'pass@' + str(k):>10}" for k in ks) + f"{'p_correct':>11}{'p_distr.':>10}")
+    for name, metrics in results["summary"].items():
+        print(f"{name:<12}" + "".join(f"{metrics[f'pass@{k}']:>10.3f}" for k in ks)
+              + f"{metrics['p_correct']:>11.3f}{metrics['p_distractor']:>10.3f}")
+    print(f"{settings.seeds} seeds in {results['wall_time_s']} s -> {args.out}/dilemma.json, dilemma.png")
+    return 0

@@ -1,0 +1,56 @@
+"""Run by tests/test_robustness.py: a tiny RS-GRPO run with dynamic sampling that checkpoints every 2 steps.
+
+    python train_resumable.py MODEL_DIR OUT_DIR [--pause-after STEP] [--resume]
+
+`--pause-after` sleeps after that step's checkpoint so the test can SIGKILL the process between checkpoints.
+"""
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from datasets import Dataset
+from transformers import TrainerCallback
+
+from rs_trl import RSGRPOConfig, RSGRPOTrainer
+
+
+def half_constant(completions, qid, **kwargs):
+    return [1.0 if q % 3 == 0 else float(sum(map(ord, c)) % 5) for c, q in zip(completions, qid)]
+
+
+class PauseAfter(TrainerCallback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            Path(args.output_dir, "paused").write_text(str(self.step))
+            time.sleep(600)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("model_dir")
+    parser.add_argument("output_dir")
+    parser.add_argument("--pause-after", type=int)
+    parser.add_argument("--resume", action="store_true")
+    options = parser.parse_args()
+    dataset = Dataset.from_dict({"prompt": [f"Question {i} :" for i in range(24)], "qid": list(range(24))})
+    args = RSGRPOConfig(
+        output_dir=options.output_dir, use_cpu=True, bf16=False, gradient_checkpointing=False, report_to="none",
+        per_device_train_batch_size=8, num_generations=4, max_completion_length=8, max_steps=6, logging_steps=1,
+        save_strategy="steps", save_steps=2, seed=0, disable_tqdm=True, learning_rate=1e-2,
+        dynamic_sampling_max_rounds=10,
+    )
+    callbacks = [PauseAfter(options.pause_after)] if options.pause_after else []
+    trainer = RSGRPOTrainer(
+        model=options.model_dir, reward_funcs=half_constant, args=args, train_dataset=dataset, callbacks=callbacks
+    )
+    trainer.train(resume_from_checkpoint=True if options.resume else None)
+    Path(options.output_dir, "log_history.json").write_text(json.dumps(trainer.state.log_history))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""Recipes and accelerate configs: each parses into valid configs offline, and pairs differ only in risk_beta."""
+
+import os
+from importlib import resources
+from pathlib import Path
+
+import pytest
+import yaml
+from accelerate.commands.config.config_args import ClusterConfig
+from accelerate.commands.launch import launch_command_parser
+from accelerate.utils import DistributedType
+
+from rs_trl.train import parse_args
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+ACCELERATE_CONFIGS = sorted((RECIPES / "accelerate_configs").glob("*.yaml"))
+TRAIN_RECIPES = sorted(p for p in RECIPES.glob("*/*/*.yaml") if p.parent.name != "accelerate_configs")
+DEMO_RECIPE = Path(str(resources.files("rs_trl") / "recipes_default" / "demo.yaml"))
+PAPER_RUNS = {
+    ("Qwen2.5-Math-1.5B", "deepmath103k"),
+    ("Qwen2.5-Math-7B", "deepmath103k"),
+    ("Qwen2.5-Math-7B", "dapo17k"),
+    ("Qwen2.5-Math-7B", "math12k"),
+    ("Qwen2.5-7B", "math12k"),
+    ("Qwen3-4B-Base", "math12k"),
+    ("Llama-3.1-8B-Instruct", "math12k"),
+}
+# What may differ between a paper run's rs_grpo and grpo recipes.
+PAIR_DIFFERENCES = {"risk_beta", "output_dir", "hub_model_id"}
+
+
+def _load(path: Path) -> dict:
+    return yaml.safe_load(path.read_text())
+
+
+def test_every_paper_run_has_both_methods():
+    found = {(p.parts[-3], p.stem.removeprefix("config_")) for p in TRAIN_RECIPES if p.parent.name == "rs_grpo"}
+    assert PAPER_RUNS <= found
+    for model, dataset in PAPER_RUNS:
+        assert (RECIPES / model / "grpo" / f"config_{dataset}.yaml").is_file()
+
+
+@pytest.mark.parametrize("path", [*TRAIN_RECIPES, DEMO_RECIPE], ids=lambda p: str(p.relative_to(p.parents[2])))
+def test_recipe_parses_into_valid_configs(path):
+    # use_cpu: this machine has no GPU and the recipes ask for bf16; nothing is downloaded by parsing.
+    script_args, training_args, model_args = parse_args(["--config", str(path), "--use_cpu", "true"])
+    raw = _load(path)
+    assert model_args.model_name_or_path == raw["model_name_or_path"]
+    assert training_args.risk_beta == raw["risk_beta"]
+    assert script_args.dataset_name == raw["dataset_name"]
+    assert training_args.dynamic_sampling is True and training_args.loss_type == "dapo"
+    assert training_args.epsilon_high == pytest.approx(0.28)
+
+
+@pytest.mark.parametrize("model,dataset", sorted(PAPER_RUNS))
+def test_paper_pair_differs_only_in_risk_beta(model, dataset):
+    rs = _load(RECIPES / model / "rs_grpo" / f"config_{dataset}.yaml")
+    grpo = _load(RECIPES / model / "grpo" / f"config_{dataset}.yaml")
+    assert rs["risk_beta"] == 2.0 and grpo["risk_beta"] == 0.0
+    assert {k for k in rs.keys() | grpo.keys() if rs.get(k) != grpo.get(k)} == PAIR_DIFFERENCES
+    # The paper's DAPO settings.
+    assert rs["num_generations"] == 16 and rs["epsilon_high"] == 0.28 and rs["loss_type"] == "dapo"
+    assert rs["dynamic_sampling"] is True and rs["use_vllm"] is True
+
+
+def test_lora_recipe_builds_a_peft_config():
+    from trl import get_peft_config
+
+    (path,) = [p for p in TRAIN_RECIPES if "lora" in p.stem]
+    _, _, model_args = parse_args(["--config", str(path), "--use_cpu", "true"])
+    peft_config = get_peft_config(model_args)
+    assert peft_config is not None and peft_config.r == 32 and peft_config.target_modules == "all-linear"
+
+
+def test_readme_lists_every_recipe_with_its_launch_command():
+    readme = (RECIPES / "README.md").read_text()
+    for path in TRAIN_RECIPES:
+        assert f"--config recipes/{path.relative_to(RECIPES)}" in readme, path
+    for path in ACCELERATE_CONFIGS:
+        assert f"recipes/accelerate_configs/{path.name}" in readme, path
+
+
+def test_command_line_overrides_the_recipe():
+    path = RECIPES / "Qwen2.5-Math-7B" / "rs_grpo" / "config_math12k.yaml"
+    _, training_args, model_args = parse_args(
+        ["--config", str(path), "--use_cpu", "true", "--risk_beta", "4", "--model_name_or_path", "some/model"]
+    )
+    assert training_args.risk_beta == 4.0 and model_args.model_name_or_path == "some/model"
+
+
+def test_unknown_recipe_key_is_a_clear_error(tmp_path):
+    recipe = _load(DEMO_RECIPE) | {"risk_betaa": 3}
+    path = tmp_path / "typo.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    with pytest.raises(ValueError, match="risk_betaa"):
+        parse_args(["--config", str(path)])
+
+
+EXPECTED_DISTRIBUTED = {
+    "ddp.yaml": DistributedType.MULTI_GPU,
+    "zero2.yaml": DistributedType.DEEPSPEED,
+    "zero3.yaml": DistributedType.DEEPSPEED,
+    "fsdp.yaml": DistributedType.FSDP,
+    "cpu_gloo.yaml": DistributedType.MULTI_CPU,
+}
+
+
+def test_all_accelerate_configs_present():
+    assert {p.name for p in ACCELERATE_CONFIGS} == set(EXPECTED_DISTRIBUTED)
+
+
+@pytest.mark.parametrize("path", ACCELERATE_CONFIGS, ids=lambda p: p.name)
+def test_accelerate_config_is_valid(path):
+    config = ClusterConfig.from_yaml_file(str(path))  # rejects unknown keys and bad enum values
+    assert config.distributed_type == EXPECTED_DISTRIBUTED[path.name]
+    if config.distributed_type == DistributedType.DEEPSPEED:
+        assert config.deepspeed_config["zero_stage"] == int(path.stem[-1])
+    # `accelerate launch` turns these sections into its own options: every key must be one of them.
+    launch_options = {action.dest for action in launch_command_parser()._actions}
+    for key in {**config.deepspeed_config, **config.fsdp_config}:
+        assert key in launch_options, f"{path.name}: {key} is not an accelerate launch option"
+    if path.name == "cpu_gloo.yaml":
+        assert config.use_cpu and config.num_processes == 2 and config.mixed_precision == "no"
+    else:
+        assert config.mixed_precision == "bf16" and not config.use_cpu

@@ -1,0 +1,129 @@
+"""The `rs-trl train` entry point: the demo path, 2-process accelerate launch, LoRA + adapter reload, Hub card."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from unittest import mock
+
+import pytest
+import torch
+
+from rs_trl.rewards import completion_text
+from rs_trl.tiny import build_tiny_model
+from rs_trl.train import main, parse_args, resolve_reward_funcs, train
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+ROOT = Path(__file__).resolve().parents[1]
+PAPER_RECIPE = ROOT / "recipes" / "Qwen2.5-Math-1.5B" / "rs_grpo" / "config_deepmath103k.yaml"
+LORA_RECIPE = ROOT / "recipes" / "Qwen2.5-1.5B-Instruct" / "rs_grpo" / "config_math12k_lora.yaml"
+# What turns a GPU recipe into a seconds-long CPU run; the recipe's method settings stay as they are.
+CPU_OVERRIDES = [
+    "--dataset_name", "arithmetic", "--dataset_limit", "16",
+    "--dtype", "float32", "--use_cpu", "true", "--bf16", "false", "--use_vllm", "false",
+    "--gradient_checkpointing", "false", "--report_to", "none", "--push_to_hub", "false",
+    "--max_steps", "2", "--per_device_train_batch_size", "4", "--num_generations", "4",
+    "--gradient_accumulation_steps", "1", "--max_completion_length", "8", "--dynamic_sampling_max_rounds", "1",
+    "--save_strategy", "no", "--logging_steps", "1", "--log_completions", "false",
+]  # fmt: skip
+
+
+def length_reward(completions, **kwargs) -> list[float]:
+    """Varies within every group even for a random model, so the update is never zero (unlike accuracy)."""
+    return [len(completion_text(c)) / 10 for c in completions]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+def test_bad_reward_name_fails_before_any_compute():
+    with pytest.raises(ValueError, match="reward_funcs.*'accuracy'.*math_accuracy_reward"):
+        resolve_reward_funcs(["accuracy"])
+
+
+def test_unknown_offline_model_is_a_clear_error(tmp_path):
+    script_args, training_args, model_args = parse_args(
+        ["--model_name_or_path", "offline:nope", "--output_dir", str(tmp_path)]
+    )
+    with pytest.raises(ValueError, match="offline:nope.*offline:SmolLM2-135M-Instruct"):
+        train(script_args, training_args, model_args)
+
+
+def test_demo_code_path_with_tiny_model(tiny_model, tmp_path):
+    """`rs-trl train` without --config: the packaged demo recipe, with the model swapped for the tiny one."""
+    out = tmp_path / "demo"
+    argv = ["--model_name_or_path", str(tiny_model), "--output_dir", str(out), "--max_steps", "1"]
+    assert main([*argv, "--dataset_limit", "8", "--eval_limit", "4", "--max_completion_length", "8"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["risk_beta"] == 2.0 and metrics["dataset"] == "arithmetic" and metrics["eval_problems"] == 4
+    assert 0 <= metrics["accuracy_before"] <= 1 and 0 <= metrics["accuracy_after"] <= 1
+    assert any("rs/solve_rate/mean" in entry for entry in metrics["log_history"])
+    assert (out / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_accelerate_launch_two_cpu_processes(tiny_model, tmp_path):
+    """A paper recipe with its model overridden, through `accelerate launch` with 2 gloo processes."""
+    out = tmp_path / "run"
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--config_file", str(ROOT / "recipes" / "accelerate_configs" / "cpu_gloo.yaml"), "--num_processes", "2",
+        "-m", "rs_trl.train", "--config", str(PAPER_RECIPE),
+        "--model_name_or_path", str(tiny_model), "--output_dir", str(out), *CPU_OVERRIDES,
+    ]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    steps = [entry for entry in metrics["log_history"] if "loss" in entry]
+    assert len(steps) == 2 and all("rs/frac_zero_variance_groups" in entry for entry in steps)
+    assert metrics["risk_beta"] == 2.0 and (out / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_lora_training_push_and_adapter_reload(tiny_model, tmp_path):
+    """The LoRA recipe trains, the saved adapter reloads to the same weights, and the pushed card is RS-GRPO's."""
+    from huggingface_hub import HfApi, RepoUrl
+    from peft import AutoPeftModelForCausalLM
+
+    out = tmp_path / "lora"
+    reward = f"{__name__}.length_reward"
+    argv = ["--config", str(LORA_RECIPE), "--model_name_or_path", str(tiny_model), "--output_dir", str(out)]
+    argv += [*CPU_OVERRIDES, "--reward_funcs", reward, "--push_to_hub", "true", "--hub_model_id", "someone/tiny-rs"]
+    script_args, training_args, model_args = parse_args(argv)
+    assert model_args.use_peft and training_args.risk_beta == 2.0
+
+    uploads = []
+
+    def fake_upload_folder(self, *, folder_path, **kwargs):
+        # Read the folder at upload time: what would have reached the Hub.
+        uploads.append({p.name: p.read_text() for p in Path(folder_path).glob("*.md")})
+        return mock.MagicMock()
+
+    repo_url = RepoUrl("https://huggingface.co/someone/tiny-rs")
+    with (
+        mock.patch.object(HfApi, "create_repo", return_value=repo_url) as create_repo,
+        mock.patch.object(HfApi, "upload_folder", fake_upload_folder),
+    ):
+        train(script_args, training_args, model_args)
+    create_repo.assert_called()
+    assert uploads, "push_to_hub did not upload"
+
+    card = uploads[-1]["README.md"]
+    for needle in ("RS-GRPO", "risk_beta | 2", "arithmetic", str(tiny_model), "2509.24261", "@article{jiang2025risk"):
+        assert needle in card, needle
+
+    assert (out / "adapter_config.json").is_file() and not (out / "model.safetensors").exists()
+    reloaded = AutoPeftModelForCausalLM.from_pretrained(out)
+    lora_b = {name: p for name, p in reloaded.named_parameters() if "lora_B" in name}
+    assert lora_b and any(p.abs().sum() > 0 for p in lora_b.values()), "LoRA B still zero: no training happened"
+    from transformers import AutoModelForCausalLM
+
+    inputs = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad():
+        base_logits = AutoModelForCausalLM.from_pretrained(tiny_model)(inputs).logits
+        assert not torch.allclose(reloaded(inputs).logits, base_logits), "adapter has no effect after reload"
