@@ -118,7 +118,7 @@ def train(script_args: ScriptArguments, training_args: RSGRPOConfig, model_args)
     from accelerate import PartialState
     from trl import get_peft_config, get_quantization_config
 
-    from .data import load_math_dataset
+    from .data import TRAIN_SETS, load_math_dataset
     from .offline import resolve_model
     from .trainer import RSGRPOTrainer
 
@@ -180,14 +180,16 @@ def train(script_args: ScriptArguments, training_args: RSGRPOConfig, model_args)
     metrics["log_history"] = trainer.state.log_history
 
     trainer.save_model(training_args.output_dir)
-    # Card with the dataset named (checkpoint-time cards cannot know it).
-    trainer.create_model_card(model_name=Path(training_args.output_dir).name, dataset_name=script_args.dataset_name)
+    # The card links Hub datasets by id; checkpoint-time cards cannot know the dataset, so write the final one here.
+    source = TRAIN_SETS.get(script_args.dataset_name)
+    card_dataset = source.hub_id if source else script_args.dataset_name
+    trainer.create_model_card(model_name=Path(training_args.output_dir).name, dataset_name=card_dataset)
     if trainer.accelerator.is_main_process:
         metrics_path = Path(training_args.output_dir) / "metrics.json"
         metrics_path.write_text(json.dumps(metrics, indent=2))
         print(f"Saved the model to {training_args.output_dir} and metrics to {metrics_path}.")
     if training_args.push_to_hub:
-        trainer.push_to_hub(dataset_name=script_args.dataset_name)
+        trainer.push_to_hub(dataset_name=card_dataset)
         trainer.accelerator.print(f"Pushed to https://huggingface.co/{trainer.hub_model_id}.")
     trainer.accelerator.end_training()
     return metrics

@@ -18,8 +18,8 @@ from trl.trainer.utils import is_async_callable, nanstd
 
 from .advantages import risk_sensitive_advantages
 from .config import RSGRPOConfig
-from .reward_guard import guard_reward_function, required_columns
 from .dynamic_sampling import RefillSampler, concat_batches, group_rows, select_rows, take_first, zero_variance_groups
+from .reward_guard import guard_reward_function, required_columns
 
 DYNAMIC_SAMPLING_STATE = "dynamic_sampling_state.json"
 
