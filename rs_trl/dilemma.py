@@ -13,11 +13,12 @@ with GRPO (risk_beta=0) and RS-GRPO (risk_beta>0) for the same steps and seeds. 
 import argparse
 import copy
 import json
-import logging
 import math
 import random
 import tempfile
 import time
+import warnings
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -27,20 +28,24 @@ from tqdm.auto import tqdm
 from .evaluation import pass_at_k
 from .tiny import build_tiny_model
 
-CORRECT_REWARD, DISTRACTOR_REWARD, OTHER_REWARD = 1.0, 0.6, 0.1  # the bandit's global peak, local peak, floor
+CORRECT_REWARD, DISTRACTOR_REWARD, OTHER_REWARD = (
+    1.0,
+    0.6,
+    0.1,
+)  # the bandit's global peak, local peak, floor
 
 
 @dataclass
 class DilemmaSettings:
     """Everything that defines one dilemma experiment (recorded in the JSON)."""
 
-    seeds: int = 3
-    betas: list[float] = field(default_factory=lambda: [0.0, 8.0])
+    seeds: int = 5
+    betas: list[float] = field(default_factory=lambda: [0.0, 2.0, 4.0, 8.0])
     num_prompts: int = 4
-    rl_steps: int = 60
+    rl_steps: int = 100
     num_generations: int = 16
     prompts_per_step: int = 2
-    learning_rate: float = 2e-3
+    learning_rate: float = 5e-4
     # Supervised warm start: the answer mix the model is fitted to (the rest spread over other answers).
     sft_distractor_share: float = 0.85
     sft_correct_share: float = 0.03
@@ -50,7 +55,14 @@ class DilemmaSettings:
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad field, before any compute."""
-        positive = ("seeds", "num_prompts", "rl_steps", "prompts_per_step", "sft_steps", "eval_samples")
+        positive = (
+            "seeds",
+            "num_prompts",
+            "rl_steps",
+            "prompts_per_step",
+            "sft_steps",
+            "eval_samples",
+        )
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}.")
@@ -62,7 +74,9 @@ class DilemmaSettings:
             raise ValueError(f"`learning_rate` must be a finite float > 0, got {self.learning_rate!r}.")
         shares = (self.sft_distractor_share, self.sft_correct_share)
         if not (all(0 < s < 1 for s in shares) and sum(shares) <= 1):
-            raise ValueError(f"`sft_distractor_share` and `sft_correct_share` must be in (0, 1) and sum to <= 1, got {shares}.")
+            raise ValueError(
+                f"`sft_distractor_share` and `sft_correct_share` must be in (0, 1) and sum to <= 1, got {shares}."
+            )
         if not self.ks or any(k < 1 or k > self.eval_samples for k in self.ks):
             raise ValueError(f"`ks` must be integers in [1, eval_samples={self.eval_samples}], got {self.ks!r}.")
         if self.num_prompts > 50:
@@ -73,7 +87,11 @@ def make_task(num_prompts: int, seed: int = 0) -> list[dict[str, str]]:
     """`num_prompts` prompts, each with its own correct answer and distractor (distinct two-digit numbers)."""
     answers = random.Random(seed).sample(range(100), 2 * num_prompts)
     return [
-        {"prompt": f"Q{i}:", "correct": f"{answers[2 * i]:02d}", "distractor": f"{answers[2 * i + 1]:02d}"}
+        {
+            "prompt": f"Q{i}:",
+            "correct": f"{answers[2 * i]:02d}",
+            "distractor": f"{answers[2 * i + 1]:02d}",
+        }
         for i in range(num_prompts)
     ]
 
@@ -105,7 +123,7 @@ def supervised_warm_start(model, tokenizer, task: list[dict[str, str]], settings
     and a spread of other answers: the sharp, wrong-leaning prior that RL then starts from."""
     rng = random.Random(seed)
     examples = []
-    per_prompt = 200
+    per_prompt = 100
     for item in task:
         n_distractor = round(settings.sft_distractor_share * per_prompt)
         n_correct = round(settings.sft_correct_share * per_prompt)
@@ -134,21 +152,12 @@ def supervised_warm_start(model, tokenizer, task: list[dict[str, str]], settings
 
 
 @torch.no_grad()
-def answer_probability(model, tokenizer, prompt: str, answer: str) -> float:
-    """Exact probability that sampling at temperature 1 returns `answer` then EOS (teacher forcing)."""
-    prompt_ids, answer_ids = _encode(tokenizer, prompt, answer)
-    ids = torch.tensor([prompt_ids + answer_ids])
-    log_probs = torch.log_softmax(model(input_ids=ids).logits[0, len(prompt_ids) - 1 : -1].float(), -1)
-    return float(log_probs.gather(-1, torch.tensor(answer_ids).unsqueeze(-1)).sum().exp())
-
-
-@torch.no_grad()
 def evaluate(model, tokenizer, task: list[dict[str, str]], settings: DilemmaSettings, seed: int) -> dict[str, float]:
-    """pass@k over `eval_samples` sampled answers per prompt (averaged over prompts), plus the exact
-    probabilities of the correct answer and of the distractor."""
+    """pass@k over `eval_samples` sampled answers per prompt, and the share of samples that are the
+    distractor, averaged over prompts."""
     model.eval()
     torch.manual_seed(seed)
-    totals = {f"pass@{k}": 0.0 for k in settings.ks} | {"p_correct": 0.0, "p_distractor": 0.0}
+    totals = {f"pass@{k}": 0.0 for k in settings.ks} | {"distractor_rate": 0.0}
     for item in task:
         prompt_ids = tokenizer(item["prompt"], return_tensors="pt").input_ids.repeat(settings.eval_samples, 1)
         generated = model.generate(
@@ -166,75 +175,128 @@ def evaluate(model, tokenizer, task: list[dict[str, str]], settings: DilemmaSett
         correct = sum(text.strip() == item["correct"] for text in texts)
         for k in settings.ks:
             totals[f"pass@{k}"] += pass_at_k(settings.eval_samples, correct, k)
-        totals["p_correct"] += answer_probability(model, tokenizer, item["prompt"], item["correct"])
-        totals["p_distractor"] += answer_probability(model, tokenizer, item["prompt"], item["distractor"])
+        totals["distractor_rate"] += sum(text.strip() == item["distractor"] for text in texts) / len(texts)
     return {name: round(value / len(task), 4) for name, value in totals.items()}
 
 
-def train_rl(model, tokenizer, task: list[dict[str, str]], risk_beta: float, settings: DilemmaSettings, seed: int, output_dir: str):
+def train_rl(
+    model,
+    tokenizer,
+    task: list[dict[str, str]],
+    risk_beta: float,
+    settings: DilemmaSettings,
+    seed: int,
+    output_dir: str,
+):
     """Train `model` in place with `RSGRPOTrainer` (risk_beta=0 is exactly GRPO)."""
     from datasets import Dataset
+    from transformers import PrinterCallback
 
     from .config import RSGRPOConfig
     from .trainer import RSGRPOTrainer
 
     rows = settings.rl_steps * settings.prompts_per_step
     dataset = Dataset.from_list([task[i % len(task)] for i in range(rows)])
-    options = dict(
-        output_dir=output_dir,
-        risk_beta=risk_beta,
-        num_generations=settings.num_generations,
-        per_device_train_batch_size=settings.num_generations * settings.prompts_per_step,
-        max_completion_length=4,
-        max_steps=settings.rl_steps,
-        learning_rate=settings.learning_rate,
-        lr_scheduler_type="constant",
-        warmup_steps=0,
-        temperature=1.0,
-        seed=seed,
-        use_cpu=True,
-        bf16=False,
-        gradient_checkpointing=False,
-        report_to="none",
-        save_strategy="no",
-        logging_steps=10**6,
-        disable_tqdm=True,
-    )
+    options = {
+        "output_dir": output_dir,
+        "risk_beta": risk_beta,
+        "num_generations": settings.num_generations,
+        "per_device_train_batch_size": settings.num_generations * settings.prompts_per_step,
+        "max_completion_length": 4,
+        "max_steps": settings.rl_steps,
+        "learning_rate": settings.learning_rate,
+        "lr_scheduler_type": "constant",
+        "warmup_steps": 0,
+        "temperature": 1.0,
+        "seed": seed,
+        "use_cpu": True,
+        "bf16": False,
+        "gradient_checkpointing": False,
+        "report_to": "none",
+        "save_strategy": "no",
+        "logging_steps": 10**6,
+        "disable_tqdm": True,
+    }
     if "dynamic_sampling" in {f.name for f in fields(RSGRPOConfig)}:
         options["dynamic_sampling"] = False  # one plain batch per step, identical for both methods
     trainer = RSGRPOTrainer(
-        model=model, reward_funcs=answer_reward, args=RSGRPOConfig(**options), train_dataset=dataset, processing_class=tokenizer
+        model=model,
+        reward_funcs=answer_reward,
+        args=RSGRPOConfig(**options),
+        train_dataset=dataset,
+        processing_class=tokenizer,
     )
+    trainer.remove_callback(PrinterCallback)  # it prints the final metrics dict of every run
     trainer.train()
     return trainer.model
+
+
+@contextmanager
+def _quiet_single_thread():
+    """One torch thread (the model is tiny: 2 threads ran 10x slower on a loaded 2-core machine) and no
+    transformers progress bars or warnings; everything restored on exit."""
+    from transformers.utils import logging as hf_logging
+
+    threads, verbosity, bars = (
+        torch.get_num_threads(),
+        hf_logging.get_verbosity(),
+        hf_logging.is_progress_bar_enabled(),
+    )
+    torch.set_num_threads(1)
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        torch.set_num_threads(threads)
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def run_dilemma(settings: DilemmaSettings, progress: bool = True) -> dict:
     """For each seed: warm-start a tiny LM, evaluate, then train a copy per β and evaluate again."""
     settings.validate()
-    transformers_logging = logging.getLogger("transformers")
-    level = transformers_logging.level
-    transformers_logging.setLevel(logging.ERROR)  # TRL warns about the tiny model's missing chat template etc.
     per_seed = []
-    bar = tqdm(total=settings.seeds * (1 + len(settings.betas)), desc="dilemma runs", disable=not progress)
-    try:
+    bar = tqdm(
+        total=settings.seeds * (1 + len(settings.betas)),
+        desc="dilemma runs",
+        disable=not progress,
+    )
+    with _quiet_single_thread(), bar:
         for seed in range(settings.seeds):
             task = make_task(settings.num_prompts, seed)
             torch.manual_seed(seed)
             model, tokenizer = _load_tiny_model(seed)
             supervised_warm_start(model, tokenizer, task, settings, seed)
-            record = {"seed": seed, "task": task, "before": evaluate(model, tokenizer, task, settings, seed), "after": {}}
+            record = {
+                "seed": seed,
+                "task": task,
+                "before": evaluate(model, tokenizer, task, settings, seed),
+                "after": {},
+            }
             bar.update()
             for beta in settings.betas:
                 with tempfile.TemporaryDirectory() as output_dir:
-                    trained = train_rl(copy.deepcopy(model), tokenizer, task, beta, settings, seed, output_dir)
+                    trained = train_rl(
+                        copy.deepcopy(model),
+                        tokenizer,
+                        task,
+                        beta,
+                        settings,
+                        seed,
+                        output_dir,
+                    )
                 record["after"][_beta_key(beta)] = evaluate(trained, tokenizer, task, settings, seed)
                 bar.update()
             per_seed.append(record)
-    finally:
-        bar.close()
-        transformers_logging.setLevel(level)
-    return {"config": asdict(settings), "per_seed": per_seed, "summary": _summarize(per_seed, settings)}
+    return {
+        "config": asdict(settings),
+        "per_seed": per_seed,
+        "summary": _summarize(per_seed, settings),
+    }
 
 
 def _beta_key(beta: float) -> str:
@@ -243,11 +305,14 @@ def _beta_key(beta: float) -> str:
 
 def _summarize(per_seed: list[dict], settings: DilemmaSettings) -> dict:
     """Mean over seeds of every metric, before training and after training with each β."""
-    mean = lambda rows: {name: round(sum(r[name] for r in rows) / len(rows), 4) for name in rows[0]}  # noqa: E731
-    summary = {"before": mean([record["before"] for record in per_seed])}
+    summary = {"before": _mean([record["before"] for record in per_seed])}
     for beta in settings.betas:
-        summary[f"beta={_beta_key(beta)}"] = mean([record["after"][_beta_key(beta)] for record in per_seed])
+        summary[f"beta={_beta_key(beta)}"] = _mean([record["after"][_beta_key(beta)] for record in per_seed])
     return summary
+
+
+def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
+    return {name: round(sum(row[name] for row in rows) / len(rows), 4) for name in rows[0]}
 
 
 def plot(results: dict, path: Path) -> None:
@@ -261,17 +326,30 @@ def plot(results: dict, path: Path) -> None:
     fig, (ax_curve, ax_seeds) = plt.subplots(1, 2, figsize=(12, 4.5))
     for name, metrics in results["summary"].items():
         style = {"color": "gray", "linestyle": "--"} if name == "before" else {}
-        label = "before RL (warm start)" if name == "before" else ("GRPO (β=0)" if name == "beta=0" else f"RS-GRPO ({name.replace('beta', 'β')})")
+        label = (
+            "before RL (warm start)"
+            if name == "before"
+            else ("GRPO (β=0)" if name == "beta=0" else f"RS-GRPO ({name.replace('beta', 'β')})")
+        )
         ax_curve.plot(ks, [metrics[f"pass@{k}"] for k in ks], marker="o", label=label, **style)
-    ax_curve.set(xscale="log", xlabel="k", ylabel="pass@k (mean over prompts and seeds)", title="pass@k")
+    ax_curve.set(
+        xscale="log",
+        xlabel="k",
+        ylabel="pass@k (mean over prompts and seeds)",
+        title="pass@k",
+    )
     ax_curve.set_xticks(ks, [str(k) for k in ks])
-    ax_curve.legend()
+    ax_curve.legend(loc="lower right")
     names = ["before"] + list(results["per_seed"][0]["after"])
     for offset, metric in ((-0.2, "pass@1"), (0.2, f"pass@{ks[-1]}")):
         for i, name in enumerate(names):
             values = [(r["before"] if name == "before" else r["after"][name])[metric] for r in results["per_seed"]]
-            ax_seeds.scatter([i + offset] * len(values), values, color="tab:blue" if offset < 0 else "tab:orange",
-                             label=metric if i == 0 else None)
+            ax_seeds.scatter(
+                [i + offset] * len(values),
+                values,
+                color="tab:blue" if offset < 0 else "tab:orange",
+                label=metric if i == 0 else None,
+            )
     ax_seeds.set_xticks(range(len(names)), ["before"] + [f"β={n}" for n in names[1:]])
     ax_seeds.set(ylabel="per seed", title=f"pass@1 and pass@{ks[-1]} per seed")
     ax_seeds.legend()
@@ -285,21 +363,48 @@ def plot(results: dict, path: Path) -> None:
 def _parser() -> argparse.ArgumentParser:
     defaults = DilemmaSettings()
     parser = argparse.ArgumentParser(prog="rs-trl dilemma", description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("dilemma"), help="output directory (default: ./dilemma)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("dilemma"),
+        help="output directory (default: ./dilemma)",
+    )
     parser.add_argument("--seeds", type=int, default=defaults.seeds, help="number of seeds")
-    parser.add_argument("--betas", type=float, nargs="+", default=defaults.betas, help="risk_beta values (0 = GRPO)")
+    parser.add_argument(
+        "--betas",
+        type=float,
+        nargs="+",
+        default=defaults.betas,
+        help="risk_beta values (0 = GRPO)",
+    )
     parser.add_argument("--steps", type=int, default=defaults.rl_steps, help="RL steps per run")
     parser.add_argument("--prompts", type=int, default=defaults.num_prompts, help="number of prompts")
     parser.add_argument("--lr", type=float, default=defaults.learning_rate, help="RL learning rate")
-    parser.add_argument("--eval-samples", type=int, default=defaults.eval_samples, help="samples per prompt for pass@k")
+    parser.add_argument(
+        "--sft-steps",
+        type=int,
+        default=defaults.sft_steps,
+        help="supervised warm-start steps",
+    )
+    parser.add_argument(
+        "--eval-samples",
+        type=int,
+        default=defaults.eval_samples,
+        help="samples per prompt for pass@k",
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = DilemmaSettings(
-        seeds=args.seeds, betas=args.betas, rl_steps=args.steps, num_prompts=args.prompts,
-        learning_rate=args.lr, eval_samples=args.eval_samples,
+        seeds=args.seeds,
+        betas=args.betas,
+        rl_steps=args.steps,
+        num_prompts=args.prompts,
+        learning_rate=args.lr,
+        sft_steps=args.sft_steps,
+        eval_samples=args.eval_samples,
     )
     settings.validate()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -309,9 +414,12 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "dilemma.json").write_text(json.dumps(results, indent=2) + "\n")
     plot(results, args.out / "dilemma.png")
     ks = settings.ks
-    print(f"{'':<12}" + "".join(f"{'pass@' + str(k):>10}" for k in ks) + f"{'p_correct':>11}{'p_distr.':>10}")
+    print(f"{'':<12}" + "".join(f"{'pass@' + str(k):>10}" for k in ks) + f"{'distractor':>12}")
     for name, metrics in results["summary"].items():
-        print(f"{name:<12}" + "".join(f"{metrics[f'pass@{k}']:>10.3f}" for k in ks)
-              + f"{metrics['p_correct']:>11.3f}{metrics['p_distractor']:>10.3f}")
+        print(
+            f"{name:<12}"
+            + "".join(f"{metrics[f'pass@{k}']:>10.3f}" for k in ks)
+            + f"{metrics['distractor_rate']:>12.3f}"
+        )
     print(f"{settings.seeds} seeds in {results['wall_time_s']} s -> {args.out}/dilemma.json, dilemma.png")
     return 0

@@ -21,7 +21,13 @@ def test_landscape_and_initial_policy_match_the_paper():
 
 def test_batched_advantages_equal_risk_sensitive_advantages_per_beta():
     betas = [0.0, 0.5, 2.0, 4.0, 64.0, -3.0]
-    rewards = torch.rand(len(betas), 3, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    rewards = torch.rand(
+        len(betas),
+        3,
+        16,
+        dtype=torch.float64,
+        generator=torch.Generator().manual_seed(0),
+    )
     rewards[:, 0, :8] = rewards[:, 0, 8:]  # repeated values inside a group
     batched = bandit.batched_risk_sensitive_advantages(rewards, torch.tensor(betas))
     for i, beta in enumerate(betas):
@@ -31,7 +37,12 @@ def test_batched_advantages_equal_risk_sensitive_advantages_per_beta():
 
 @pytest.mark.parametrize("beta", [0.0, 3.0, 50.0])
 def test_expected_update_is_the_exact_gradient_of_the_objective(beta):
-    logits = torch.randn(7, dtype=torch.float64, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    logits = torch.randn(
+        7,
+        dtype=torch.float64,
+        generator=torch.Generator().manual_seed(1),
+        requires_grad=True,
+    )
     rewards = torch.rand(7, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     probs = torch.softmax(logits, -1)
     objective = (probs * rewards).sum() if beta == 0 else torch.log((probs * torch.exp(beta * rewards)).sum()) / beta
@@ -46,7 +57,10 @@ def test_lemma_1_standard_update_lowers_and_lemma_2_large_beta_raises_optimal_pr
     assert sharp["delta_pi_optimal_beta_16"] > 0  # Lemma 2
     threshold = sharp["smallest_improving_beta"]
     assert 2 < threshold < 8
-    logits, rewards = bandit.LEMMA_SHARPNESS * bandit.initial_logits(), bandit.reward_landscape()
+    logits, rewards = (
+        bandit.LEMMA_SHARPNESS * bandit.initial_logits(),
+        bandit.reward_landscape(),
+    )
     assert bandit.optimal_probability_change(logits, rewards, threshold * 0.99) < 0
     assert bandit.optimal_probability_change(logits, rewards, threshold * 1.01) > 0
 
@@ -63,7 +77,11 @@ def test_lemma_2_holds_for_random_policies():
 def test_shortened_run_shapes_and_risk_seeking_helps():
     betas = [0.0, 8.0]
     run = bandit.run_bandit(steps=16 * 5000, betas=betas, seeds=2, progress=False)
-    assert run["rewards"].shape == (2, 2, 80_000) and run["entropy"].shape == (2, 2, 5000)
+    assert run["rewards"].shape == (2, 2, 80_000) and run["entropy"].shape == (
+        2,
+        2,
+        5000,
+    )
     results = bandit.summarize(run["rewards"], betas)
     assert all(0.55 < r < 0.61 for r in results["0"]["final_reward"])  # trapped on the local peak
     assert all(r > 0.9 for r in results["8"]["final_reward"])  # escaped to the global one
@@ -101,7 +119,22 @@ def test_bad_input_raises_value_error_naming_the_field(kwargs, field):
 
 
 def test_cli_writes_json_and_png(tmp_path, capsys):
-    assert bandit.main(["--out", str(tmp_path), "--steps", "3200", "--betas", "0", "4", "--seeds", "2"]) == 0
+    assert (
+        bandit.main(
+            [
+                "--out",
+                str(tmp_path),
+                "--steps",
+                "3200",
+                "--betas",
+                "0",
+                "4",
+                "--seeds",
+                "2",
+            ]
+        )
+        == 0
+    )
     data = json.loads((tmp_path / "bandit.json").read_text())
     assert data["config"]["steps"] == 3200 and data["config"]["betas"] == [0.0, 4.0]
     assert set(data["results"]) == {"0", "4"}
@@ -114,5 +147,20 @@ def test_cli_writes_json_and_png(tmp_path, capsys):
 def test_cli_module_dispatch(tmp_path):
     from rs_trl.cli import main
 
-    assert main(["bandit", "--out", str(tmp_path), "--steps", "160", "--betas", "2", "--seeds", "1"]) == 0
+    assert (
+        main(
+            [
+                "bandit",
+                "--out",
+                str(tmp_path),
+                "--steps",
+                "160",
+                "--betas",
+                "2",
+                "--seeds",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "bandit.json").exists()

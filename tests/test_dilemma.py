@@ -1,0 +1,72 @@
+"""The exploration dilemma through RSGRPOTrainer: task, reward, validation, a shortened run and the effect."""
+
+import json
+
+import pytest
+
+from rs_trl import dilemma
+
+
+def test_task_answers_are_distinct_two_digit_numbers():
+    task = dilemma.make_task(5, seed=1)
+    answers = [item[key] for item in task for key in ("correct", "distractor")]
+    assert len(set(answers)) == 10 and all(len(a) == 2 and a.isdigit() for a in answers)
+    assert [item["prompt"] for item in task] == [f"Q{i}:" for i in range(5)]
+
+
+def test_answer_reward_mirrors_the_bandit_peaks():
+    rewards = dilemma.answer_reward([" 42 ", "17", "99", ""], correct=["42"] * 4, distractor=["17"] * 4)
+    assert rewards == [1.0, 0.6, 0.1, 0.1]
+
+
+@pytest.mark.parametrize(
+    "changes, field",
+    [
+        ({"seeds": 0}, "seeds"),
+        ({"betas": []}, "betas"),
+        ({"num_generations": 1}, "num_generations"),
+        ({"learning_rate": 0.0}, "learning_rate"),
+        (
+            {"sft_correct_share": 0.5, "sft_distractor_share": 0.6},
+            "sft_distractor_share",
+        ),
+        ({"ks": [128]}, "ks"),
+        ({"num_prompts": 51}, "num_prompts"),
+    ],
+)
+def test_bad_settings_raise_value_error_naming_the_field(changes, field):
+    with pytest.raises(ValueError, match=field):
+        dilemma.DilemmaSettings(**changes).validate()
+
+
+def test_cli_shortened_run_writes_json_and_png(tmp_path):
+    argv = [
+        "--out",
+        str(tmp_path),
+        "--seeds",
+        "1",
+        "--betas",
+        "0",
+        "4",
+        "--steps",
+        "2",
+        "--prompts",
+        "2",
+    ]
+    assert dilemma.main(argv + ["--sft-steps", "3", "--eval-samples", "16"]) == 0
+    results = json.loads((tmp_path / "dilemma.json").read_text())
+    assert set(results["summary"]) == {"before", "beta=0", "beta=4"}
+    assert set(results["per_seed"][0]["after"]) == {"0", "4"}
+    for metrics in results["summary"].values():
+        assert 0 <= metrics["pass@1"] <= metrics["pass@16"] <= 1
+    assert (tmp_path / "dilemma.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_risk_seeking_keeps_the_rare_correct_answer_that_grpo_loses():
+    settings = dilemma.DilemmaSettings(seeds=1, betas=[0.0, 8.0])
+    summary = dilemma.run_dilemma(settings, progress=False)["summary"]
+    before, grpo, rs = summary["before"], summary["beta=0"], summary["beta=8"]
+    assert before["distractor_rate"] > 0.7 and before["pass@1"] < 0.1  # the wrong-leaning warm start
+    assert rs["pass@16"] > grpo["pass@16"]
+    assert rs["pass@16"] > before["pass@16"]
