@@ -1,8 +1,19 @@
 """Risk-Sensitive GRPO for Hugging Face TRL."""
 
-from .advantages import risk_sensitive_advantages
-from .config import RSGRPOConfig
-from .trainer import RSGRPOTrainer
+import importlib
 
-__all__ = ["RSGRPOConfig", "RSGRPOTrainer", "risk_sensitive_advantages"]
 __version__ = "0.1.0"
+__all__ = ["RSGRPOConfig", "RSGRPOTrainer", "risk_sensitive_advantages"]
+
+# Imported on first use: TRL takes seconds to import, which `rs-trl bandit` or `rs-trl compare` never need.
+_LAZY = {
+    "RSGRPOConfig": "rs_trl.config",
+    "RSGRPOTrainer": "rs_trl.trainer",
+    "risk_sensitive_advantages": "rs_trl.advantages",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'rs_trl' has no attribute {name!r}")

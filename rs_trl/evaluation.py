@@ -67,42 +67,50 @@ class TransformersSampler:
             model = AutoModelForCausalLM.from_pretrained(str(model), dtype=dtype, **model_kwargs).to(device)
         elif tokenizer is None:
             raise ValueError("`tokenizer` is required when `model` is a loaded model rather than a path or Hub id.")
-        self.model, self.tokenizer, self.batch_size = model.eval(), tokenizer, batch_size
+        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
 
     def sample(self, prompts: list, n: int, temperature: float, top_p: float, max_new_tokens: int, desc: str):
-        import torch
         from tqdm.auto import tqdm
 
-        tokenizer = self.tokenizer
-        padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"  # decoder-only batches pad left
-        pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         texts = [
-            tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) if isinstance(p, list) else p
+            self.tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
+            if isinstance(p, list)
+            else p
             for p in prompts
         ]
+        sampling = {"do_sample": False}
+        if temperature > 0:
+            sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p}
         jobs = [index for index in range(len(texts)) for _ in range(n)]
         completions: list[list[str]] = [[] for _ in texts]
-        sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {
-            "do_sample": False
-        }
+        was_training = self.model.training  # a trainer's live model goes back to training mode afterwards
+        self.model.eval()
         try:
             with tqdm(total=len(jobs), desc=desc, unit="sample") as progress:
                 for start in range(0, len(jobs), self.batch_size):
                     batch = jobs[start : start + self.batch_size]
-                    inputs = tokenizer(
-                        [texts[i] for i in batch], return_tensors="pt", padding=True, add_special_tokens=False
-                    ).to(self.model.device)
-                    with torch.no_grad():
-                        output = self.model.generate(
-                            **inputs, max_new_tokens=max_new_tokens, pad_token_id=pad_token_id, **sampling
-                        )
-                    decoded = tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
-                    for index, text in zip(batch, decoded):
+                    for index, text in zip(batch, self._generate([texts[i] for i in batch], max_new_tokens, sampling)):
                         completions[index].append(text)
                     progress.update(len(batch))
         finally:
-            tokenizer.padding_side = padding_side
+            self.model.train(was_training)
         return completions
+
+    def _generate(self, texts: list[str], max_new_tokens: int, sampling: dict) -> list[str]:
+        import torch
+
+        tokenizer = self.tokenizer
+        padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"  # decoder-only batches pad left
+        try:
+            inputs = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        finally:
+            tokenizer.padding_side = padding_side
+        pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        with torch.no_grad():
+            output = self.model.generate(
+                **inputs.to(self.model.device), max_new_tokens=max_new_tokens, pad_token_id=pad_token_id, **sampling
+            )
+        return tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
 
 
 class VLLMSampler:
@@ -116,12 +124,12 @@ class VLLMSampler:
         from vllm import LLM
 
         self.llm = LLM(model=str(model), seed=seed, **llm_kwargs)
-        self.seed = seed
 
     def sample(self, prompts: list, n: int, temperature: float, top_p: float, max_new_tokens: int, desc: str):
         from vllm import SamplingParams
 
-        params = SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_new_tokens, seed=self.seed)
+        # No per-request seed: it would replay the same random stream for every problem. LLM(seed=...) fixes the run.
+        params = SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_new_tokens)
         print(f"{desc}: {len(prompts)} prompts x {n} samples")
         if all(isinstance(p, list) for p in prompts):
             outputs = self.llm.chat(prompts, params, use_tqdm=True)  # applies the model's chat template
@@ -166,7 +174,9 @@ def _resolve_benchmarks(benchmarks: Any) -> list[str] | Mapping:
         for name, dataset in benchmarks.items():
             missing = {"prompt", "answer"} - set(dataset.column_names)
             if missing:
-                raise ValueError(f"benchmark {name!r} lacks column(s) {sorted(missing)}; it has {dataset.column_names}.")
+                raise ValueError(
+                    f"benchmark {name!r} lacks column(s) {sorted(missing)}; it has {dataset.column_names}."
+                )
         return benchmarks
     names = [benchmarks] if isinstance(benchmarks, str) else list(benchmarks)
     allowed = tuple(BENCHMARKS) + OFFLINE_BENCHMARKS
@@ -250,8 +260,14 @@ def evaluate_pass_at_k(
     results: dict[str, Any] = {
         "model": name or (str(model) if isinstance(model, (str, Path)) else type(model).__name__),
         "backend": backend,
-        "sampling": {"n": n, "temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens,
-                     "seed": seed, "chat": chat},
+        "sampling": {
+            "n": n,
+            "temperature": temperature,
+            "top_p": top_p,
+            "max_new_tokens": max_new_tokens,
+            "seed": seed,
+            "chat": chat,
+        },
         "ks": ks,
         "benchmarks": {},
     }
@@ -393,7 +409,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rs-trl eval", description=main.__doc__)
     parser.add_argument("--model", required=True, help="path, Hub id, or offline:SmolLM2-135M-Instruct")
     parser.add_argument(
-        "--benchmarks", nargs="+", default=list(PAPER_BENCHMARKS),
+        "--benchmarks",
+        nargs="+",
+        default=list(PAPER_BENCHMARKS),
         help=f"from: {', '.join(tuple(BENCHMARKS) + OFFLINE_BENCHMARKS)} (default: the paper's six)",
     )
     parser.add_argument("--n", type=int, default=32, help="samples per problem")
@@ -414,10 +432,21 @@ def main(argv: list[str] | None = None) -> int:
     from .offline import resolve_model
 
     results = evaluate_pass_at_k(
-        resolve_model(args.model), args.benchmarks, args.n, args.ks, temperature=args.temperature,
-        top_p=args.top_p, max_new_tokens=args.max_new_tokens, backend=args.backend, chat=not args.plain,
-        limit=args.limit, seed=args.seed, batch_size=args.batch_size, out_dir=args.out,
-        name=args.name or args.model, save_completions=args.save_completions,
+        resolve_model(args.model),
+        args.benchmarks,
+        args.n,
+        args.ks,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        max_new_tokens=args.max_new_tokens,
+        backend=args.backend,
+        chat=not args.plain,
+        limit=args.limit,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        out_dir=args.out,
+        name=args.name or args.model,
+        save_completions=args.save_completions,
     )
     print(compare_results([results], results["ks"]))
     print(f"wrote {Path(args.out) / RESULTS_FILE} and {Path(args.out) / PLOT_FILE}")

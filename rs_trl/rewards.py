@@ -95,6 +95,14 @@ def _serve() -> None:
         pred = parse(completion if boxed is None else f"$\\boxed{{{boxed}}}$", extraction, parsing_timeout=None)
         return float(bool(pred) and verify(gold, pred, timeout_seconds=None))
 
+    parent = os.getppid()
+
+    def exit_with_parent() -> None:  # a parent killed with SIGKILL cannot kill a worker stuck in sympy
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=exit_with_parent, daemon=True).start()
     protocol.write('"ready"\n')
     protocol.flush()
     for line in sys.stdin:
@@ -109,6 +117,10 @@ def _serve() -> None:
 
 # ----------------------------------------------------------------------------------------------------------------
 # Client side.
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
 
 
 class _Worker:
@@ -166,17 +178,23 @@ class MathVerifier:
         self.timeout = timeout
         self.num_workers = num_workers or max(1, min(4, (os.cpu_count() or 2) // 2))
         self.startup_timeout = startup_timeout
+        self._reset()
+        atexit.register(self.close)
+
+    def _reset(self) -> None:
+        self._pid = os.getpid()
         self._events: queue.Queue = queue.Queue()
         self._workers: list[_Worker] = []
         self._lock = threading.Lock()
-        atexit.register(self.close)
 
     def __call__(self, completions: list[str], answers: list[str]) -> list[float]:
         """Scores (1.0 correct, 0.0 otherwise) for `completions[i]` against `answers[i]`."""
         if len(completions) != len(answers):
             raise ValueError(f"got {len(completions)} completions but {len(answers)} answers.")
+        if self._pid != os.getpid():  # a forked child must not share the parent's workers and pipes
+            self._reset()
         with self._lock:
-            return self._grade([str(c) for c in completions], ["" if a is None else str(a) for a in answers])
+            return self._grade([_text(c) for c in completions], [_text(a) for a in answers])
 
     def _grade(self, completions: list[str], answers: list[str]) -> list[float]:
         scores = [0.0] * len(completions)

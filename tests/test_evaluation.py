@@ -28,8 +28,14 @@ def test_pass_at_k_matches_brute_force(n):
 
 @pytest.mark.parametrize(
     "args, message",
-    [((4, 1, 5), "<= `n`"), ((4, 5, 1), "more correct"), ((4, 1, 0), ">= 1"), ((-1, 0, 1), "non-negative"),
-     ((4.0, 1, 1), "integer"), ((True, 1, 1), "integer")],
+    [
+        ((4, 1, 5), "<= `n`"),
+        ((4, 5, 1), "more correct"),
+        ((4, 1, 0), ">= 1"),
+        ((-1, 0, 1), "non-negative"),
+        ((4.0, 1, 1), "integer"),
+        ((True, 1, 1), "integer"),
+    ],
 )
 def test_pass_at_k_errors(args, message):
     with pytest.raises(ValueError, match=message):
@@ -44,9 +50,15 @@ def test_pass_at_k_large_n_and_helpers():
 
 @pytest.mark.parametrize(
     "kwargs, message",
-    [(dict(n=0), "`n`"), (dict(n=4, ks=[8]), "`ks`"), (dict(temperature=-1), "temperature"),
-     (dict(top_p=0), "top_p"), (dict(backend="tgi"), "backend"), (dict(benchmarks=["aime23"]), "allowed: aime24"),
-     (dict(max_new_tokens=0), "max_new_tokens")],
+    [
+        (dict(n=0), "`n`"),
+        (dict(n=4, ks=[8]), "`ks`"),
+        (dict(temperature=-1), "temperature"),
+        (dict(top_p=0), "top_p"),
+        (dict(backend="tgi"), "backend"),
+        (dict(benchmarks=["aime23"]), "allowed: aime24"),
+        (dict(max_new_tokens=0), "max_new_tokens"),
+    ],
 )
 def test_evaluate_rejects_bad_arguments_before_loading(kwargs, message):
     kwargs = {"model": "does/not-exist", "benchmarks": ["arithmetic-test"], **kwargs}
@@ -56,8 +68,29 @@ def test_evaluate_rejects_bad_arguments_before_loading(kwargs, message):
 
 def test_end_to_end_offline_eval_and_compare(tiny_model_dir, tmp_path, capsys):
     out_a = tmp_path / "a"
-    assert main(["--model", tiny_model_dir, "--benchmarks", "arithmetic-test", "--limit", "3", "--n", "4",
-                 "--max-new-tokens", "6", "--backend", "transformers", "--name", "A", "--out", str(out_a)]) == 0
+    assert (
+        main(
+            [
+                "--model",
+                tiny_model_dir,
+                "--benchmarks",
+                "arithmetic-test",
+                "--limit",
+                "3",
+                "--n",
+                "4",
+                "--max-new-tokens",
+                "6",
+                "--backend",
+                "transformers",
+                "--name",
+                "A",
+                "--out",
+                str(out_a),
+            ]
+        )
+        == 0
+    )
     results = json.loads((out_a / "pass_at_k.json").read_text())
     assert (out_a / "pass_at_k.png").read_bytes()[:4] == b"\x89PNG"
     bench = results["benchmarks"]["arithmetic-test"]
@@ -76,7 +109,9 @@ def test_end_to_end_offline_eval_and_compare(tiny_model_dir, tmp_path, capsys):
     unsolved = [p["id"] for p in bench["problems"] if p["correct"] == 0]
     assert f"B newly solves {len(unsolved)} problem(s) {unsolved}" in compare_results([results, better])
     capsys.readouterr()
-    assert compare_main([str(out_a), str(tmp_path / "b.json"), "--ks", "1", "4", "--plot", str(tmp_path / "c.png")]) == 0
+    assert (
+        compare_main([str(out_a), str(tmp_path / "b.json"), "--ks", "1", "4", "--plot", str(tmp_path / "c.png")]) == 0
+    )
     table = capsys.readouterr().out
     assert "| arithmetic-test |" in table and "B pass@4" in table and "100.0" in table
     assert (tmp_path / "c.png").exists()
@@ -86,10 +121,11 @@ def test_evaluate_with_loaded_model_and_custom_dataset(tiny_model_dir):
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).train()
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     custom = Dataset.from_dict({"prompt": ["1 + 1 =", "2 + 2 ="], "answer": ["2", "4"]})
     results = evaluate_pass_at_k(model, {"mine": custom}, n=2, temperature=0.0, max_new_tokens=4, tokenizer=tokenizer)
     assert results["backend"] == "transformers" and set(results["benchmarks"]) == {"mine"}
+    assert model.training  # a trainer's live model is handed back in training mode
     with pytest.raises(ValueError, match="lacks column"):
         evaluate_pass_at_k(model, {"bad": Dataset.from_dict({"prompt": ["x"]})}, n=1, tokenizer=tokenizer)
