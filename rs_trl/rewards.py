@@ -72,8 +72,11 @@ def last_boxed(text: str) -> str | None:
 def _serve() -> None:
     """Worker loop: read `[completion, answer]` JSON lines, write one score per line (`"ready"` first)."""
     import logging
+    import signal
     from functools import lru_cache
 
+    # Ctrl-C / a Jupyter interrupt reaches the whole process group; the parent decides when workers stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     protocol = os.fdopen(os.dup(sys.stdout.fileno()), "w")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # stray prints from libraries must not corrupt the protocol
     logging.disable(logging.WARNING)  # Math-Verify warns that its (signal) timeouts are off: that is intended

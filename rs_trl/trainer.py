@@ -256,10 +256,11 @@ class RSGRPOTrainer(GRPOTrainer):
     def _log_risk_metrics(self, mode: str, rewards: torch.Tensor, advantages: torch.Tensor, group_size: int):
         """`rs/` metrics: where the update's weight goes, and how solved each prompt is."""
         grouped = rewards.view(-1, group_size)
-        best = rewards.nan_to_num(-torch.inf).max()
+        best, worst = rewards.nan_to_num(-torch.inf).max(), rewards.nan_to_num(torch.inf).min()
         valid = ~torch.isnan(grouped)
-        # "Solved" = reached the best reward seen in the batch (for 0/1 rewards: correct).
-        solve_rate = ((grouped == best) & valid).sum(1) / valid.sum(1).clamp(min=1)
+        # "Solved" = reached the batch's best reward, when that beats its worst (for 0/1 rewards: correct).
+        solved = (grouped == best) & valid & (best > worst)
+        solve_rate = solved.sum(1) / valid.sum(1).clamp(min=1)
         abs_adv = advantages.abs().view(-1, group_size).sum(dim=1)
         low_accuracy = solve_rate < 0.5
         total = abs_adv.sum().clamp(min=1e-12)

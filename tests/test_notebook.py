@@ -1,7 +1,6 @@
 """The Colab quickstart notebook: executed end to end on CPU, offline, with a tiny model (what CI runs)."""
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
