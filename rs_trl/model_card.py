@@ -17,7 +17,7 @@ PAPER_TITLE = "Risk-Sensitive RL for Alleviating Exploration Dilemmas in Large L
 def rs_grpo_section(args: RSGRPOConfig, base_model: str | None, dataset_name: str | None) -> str:
     """Markdown section stating the method, risk_beta, base model, dataset and the update's settings."""
     if args.risk_beta == 0:
-        meaning = "β = 0 is standard GRPO (mean reward, no std scaling unless `scale_rewards` says otherwise)."
+        meaning = "β = 0 is standard GRPO (mean reward; std scaling only if `scale_rewards` asks)."
     else:
         meaning = (
             f"β = {args.risk_beta:g} {'seeks' if args.risk_beta > 0 else 'avoids'} risk: the advantage "

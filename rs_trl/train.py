@@ -8,6 +8,7 @@ Arguments are the fields of `ScriptArguments` (below), `RSGRPOConfig` and TRL's 
 and the command line overrides any of them. A recipe key that is none of these fields is an error.
 """
 
+import difflib
 import importlib
 import json
 import sys
@@ -45,9 +46,9 @@ class ScriptArguments:
     eval_limit: int = field(
         default=0,
         metadata={
-            "help": "Score the model greedily on this many held-out problems before and after training and write "
-            "both accuracies to <output_dir>/metrics.json (single process only; 0 skips; use `rs-trl eval` for "
-            "pass@k)."
+            "help": "Score the model greedily on this many problems of the dataset's `test` split before and after "
+            "training and write both accuracies to <output_dir>/metrics.json (single process only; 0 skips; "
+            "use `rs-trl eval` for pass@k)."
         },
     )
 
@@ -64,7 +65,27 @@ def parse_args(argv: list[str] | None = None):
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--config" not in argv:
         argv = ["--config", str(resources.files("rs_trl") / DEFAULT_RECIPE), *argv]
-    return make_parser().parse_args_and_config(argv)
+    parser = make_parser()
+    _check_recipe_keys(argv[argv.index("--config") + 1], {action.dest for action in parser._actions})
+    return parser.parse_args_and_config(argv)
+
+
+def _check_recipe_keys(path: str, known: set[str]):
+    """Reject recipe keys that are no field (typos would otherwise be ignored or reported obscurely)."""
+    import yaml
+
+    with open(path) as file:
+        recipe = yaml.safe_load(file) or {}
+    if not isinstance(recipe, dict):
+        raise ValueError(f"{path}: a recipe must be a YAML mapping of `field: value`, got {type(recipe).__name__}.")
+    for key in recipe:
+        if key != "env" and key not in known:  # `env:` sets environment variables, as in TRL
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ValueError(
+                f"{path}: unknown recipe key {key!r}; keys must be fields of ScriptArguments, RSGRPOConfig or "
+                f"ModelConfig (see `rs-trl train --help`).{hint}"
+            )
 
 
 def resolve_reward_funcs(names: list[str]) -> list:
@@ -125,7 +146,9 @@ def train(script_args: ScriptArguments, training_args: RSGRPOConfig, model_args)
     # Everything that can be wrong with the arguments fails here, before any model is loaded.
     reward_funcs = resolve_reward_funcs(script_args.reward_funcs)
     if model_args.model_name_or_path is None:
-        raise ValueError("model_name_or_path is required (a Hub id, a local directory or 'offline:SmolLM2-135M-Instruct').")
+        raise ValueError(
+            "model_name_or_path is required: a Hub id, a local directory or 'offline:SmolLM2-135M-Instruct'."
+        )
     state = PartialState()
     if script_args.eval_limit < 0:
         raise ValueError(f"eval_limit must be >= 0, got {script_args.eval_limit}.")
@@ -144,7 +167,11 @@ def train(script_args: ScriptArguments, training_args: RSGRPOConfig, model_args)
         eval_dataset = None
         if script_args.eval_limit:
             eval_dataset = load_math_dataset(
-                script_args.dataset_name, split="test", chat=script_args.chat, limit=script_args.eval_limit, seed=1
+                script_args.dataset_name,
+                split="test",
+                chat=script_args.chat,
+                limit=script_args.eval_limit,
+                seed=training_args.seed,
             )
 
     model_init_kwargs = {

@@ -9,16 +9,25 @@ import json
 import os
 import textwrap
 from collections import Counter
+from pathlib import Path
 
 import torch
 from datasets import Dataset
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer
-from trl.trainer.utils import is_async_callable, nanstd
+from trl.trainer.utils import get_config_model_id, is_async_callable, nanstd
 
 from .advantages import risk_sensitive_advantages
 from .config import RSGRPOConfig
-from .dynamic_sampling import RefillSampler, concat_batches, group_rows, select_rows, take_first, zero_variance_groups
+from .dynamic_sampling import (
+    RefillSampler,
+    concat_batches,
+    group_rows,
+    select_rows,
+    take_first,
+    zero_variance_groups,
+)
+from .model_card import add_rs_grpo_section
 from .reward_guard import guard_reward_function, required_columns
 
 DYNAMIC_SAMPLING_STATE = "dynamic_sampling_state.json"
@@ -115,22 +124,22 @@ class RSGRPOTrainer(GRPOTrainer):
             return self._generate_with_dynamic_sampling(inputs)
         mode = "train" if self.model.training else "eval"
         group_size = self.num_generations if mode == "train" else self.num_generations_eval
-        output, rewards = self._score_round(inputs, group_size)
-        advantages = self._advantages(rewards, group_size)
+        output, rewards, advantages = self._score_round(inputs, group_size)
         output["advantages"] = self._local_slice(advantages)
         self._log_risk_metrics(mode, rewards, advantages, group_size)
         return output
 
     def _score_round(self, inputs, group_size: int):
-        """TRL's generation and scoring of one batch; returns its output and the rewards of all processes."""
+        """TRL's generation and scoring of one batch: its output, and the rewards and advantages of all processes."""
         output = super()._generate_and_score_completions(inputs)
         rewards = self._total_rewards(self._gathered_rewards_per_func)
+        advantages = self._advantages(rewards, group_size)
         # TRL just appended its own global advantages for the completions table; swap in ours.
         logged = self._logs["advantages"]
         for _ in range(min(len(rewards), len(logged))):
             logged.pop()
-        logged.extend(self._advantages(rewards, group_size).tolist())
-        return output, rewards
+        logged.extend(advantages.tolist())
+        return output, rewards, advantages
 
     def _local_slice(self, global_values: torch.Tensor) -> torch.Tensor:
         local_size = len(global_values) // self.accelerator.num_processes
@@ -152,7 +161,7 @@ class RSGRPOTrainer(GRPOTrainer):
         generated = zero_variance = surplus = 0
         round_inputs, rounds = inputs, 0
         while True:
-            output, rewards = self._score_round(round_inputs, group_size)
+            output, rewards, _ = self._score_round(round_inputs, group_size)
             per_process = rewards.cpu().view(num_processes, -1, group_size)
             flat = zero_variance_groups(rewards.cpu(), group_size).view(num_processes, -1)
             keep = take_first(~flat, missing)
@@ -218,6 +227,13 @@ class RSGRPOTrainer(GRPOTrainer):
         indices = self._refill_sampler.take(num_groups * num_processes)
         mine = indices[self.accelerator.process_index * num_groups : (self.accelerator.process_index + 1) * num_groups]
         return [self.train_dataset[index] for index in mine for _ in range(group_size)]
+
+    def create_model_card(self, model_name=None, dataset_name=None, tags=None):
+        """TRL's card plus an "RS-GRPO settings" section (risk_beta, base model, dataset, update settings)."""
+        super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=tags)
+        if self.is_world_process_zero():
+            base_model = get_config_model_id(self.model.config)
+            add_rs_grpo_section(Path(self.args.output_dir) / "README.md", self.args, base_model, dataset_name)
 
     def _save_checkpoint(self, model, trial):
         super()._save_checkpoint(model, trial)

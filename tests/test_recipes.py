@@ -94,7 +94,7 @@ def test_unknown_recipe_key_is_a_clear_error(tmp_path):
     recipe = _load(DEMO_RECIPE) | {"risk_betaa": 3}
     path = tmp_path / "typo.yaml"
     path.write_text(yaml.safe_dump(recipe))
-    with pytest.raises(ValueError, match="risk_betaa"):
+    with pytest.raises(ValueError, match="unknown recipe key .risk_betaa.*Did you mean .risk_beta."):
         parse_args(["--config", str(path)])
 
 

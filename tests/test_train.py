@@ -53,6 +53,7 @@ def test_unknown_offline_model_is_a_clear_error(tmp_path):
         train(script_args, training_args, model_args)
 
 
+@pytest.mark.slow
 def test_demo_code_path_with_tiny_model(tiny_model, tmp_path):
     """`rs-trl train` without --config: the packaged demo recipe, with the model swapped for the tiny one."""
     out = tmp_path / "demo"
@@ -76,7 +77,7 @@ def test_accelerate_launch_two_cpu_processes(tiny_model, tmp_path):
         "--model_name_or_path", str(tiny_model), "--output_dir", str(out), *CPU_OVERRIDES,
     ]  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr[-4000:]
     metrics = json.loads((out / "metrics.json").read_text())
     steps = [entry for entry in metrics["log_history"] if "loss" in entry]
@@ -127,3 +128,17 @@ def test_lora_training_push_and_adapter_reload(tiny_model, tmp_path):
     with torch.no_grad():
         base_logits = AutoModelForCausalLM.from_pretrained(tiny_model)(inputs).logits
         assert not torch.allclose(reloaded(inputs).logits, base_logits), "adapter has no effect after reload"
+
+
+def test_model_card_section_is_inserted_once_before_citations(tmp_path):
+    from rs_trl import RSGRPOConfig
+    from rs_trl.model_card import SECTION_TITLE, add_rs_grpo_section
+
+    card = tmp_path / "README.md"
+    card.write_text("# Model Card\n\nintro\n\n## Citations\n\nbibtex\n")
+    args = RSGRPOConfig(output_dir=str(tmp_path), use_cpu=True, risk_beta=0.0)
+    for _ in range(2):  # regenerating must not duplicate the section
+        add_rs_grpo_section(card, args, base_model="org/base", dataset_name="hiyouga/math12k")
+    text = card.read_text()
+    assert text.count(SECTION_TITLE) == 1 and text.index(SECTION_TITLE) < text.index("## Citations")
+    assert "| risk_beta | 0 |" in text and "standard GRPO" in text and "org/base" in text and "hiyouga/math12k" in text
