@@ -278,16 +278,20 @@ class RSGRPOTrainer(GRPOTrainer):
         solved = (grouped == best) & valid & (best > worst)
         solve_rate = solved.sum(1) / valid.sum(1).clamp(min=1)
         abs_adv = advantages.abs().view(-1, group_size).sum(dim=1)
-        low_accuracy = solve_rate < 0.5
+        low_solve_rate = (solve_rate < 0.5).float()
         total = abs_adv.sum().clamp(min=1e-12)
         spread = grouped.nan_to_num(-torch.inf).amax(1) - grouped.nan_to_num(torch.inf).amin(1)
-        metrics = self._metrics[mode]
-        metrics["rs/abs_advantage_share_low_solve_rate"].append((abs_adv[low_accuracy].sum() / total).item())
-        metrics["rs/abs_advantage_share_high_solve_rate"].append((abs_adv[~low_accuracy].sum() / total).item())
-        metrics["rs/solve_rate/mean"].append(solve_rate.mean().item())
-        metrics["rs/solve_rate/median"].append(solve_rate.median().item())
-        metrics["rs/frac_groups_all_solved"].append((solve_rate == 1).float().mean().item())
-        metrics["rs/frac_groups_none_solved"].append((solve_rate == 0).float().mean().item())
-        metrics["rs/frac_zero_variance_groups"].append((~(spread > 0)).float().mean().item())
-        metrics["rs/advantage/max"].append(advantages.max().item())
-        metrics["rs/advantage/min"].append(advantages.min().item())
+        values = {
+            "rs/abs_advantage_share_low_solve_rate": (abs_adv * low_solve_rate).sum() / total,
+            "rs/abs_advantage_share_high_solve_rate": (abs_adv * (1 - low_solve_rate)).sum() / total,
+            "rs/solve_rate/mean": solve_rate.mean(),
+            "rs/solve_rate/median": solve_rate.median(),
+            "rs/frac_groups_all_solved": (solve_rate == 1).float().mean(),
+            "rs/frac_groups_none_solved": (solve_rate == 0).float().mean(),
+            "rs/frac_zero_variance_groups": (~(spread > 0)).float().mean(),
+            "rs/advantage/max": advantages.max(),
+            "rs/advantage/min": advantages.min(),
+        }
+        # One device-to-host copy for all of them.
+        for name, value in zip(values, torch.stack([v.float() for v in values.values()]).tolist()):
+            self._metrics[mode][name].append(value)
