@@ -40,14 +40,28 @@ class StepTimer(TrainerCallback):
 
 def run(trainer_cls, config_cls, model_dir, out_dir, steps, **extra):
     args = config_cls(
-        output_dir=out_dir, use_cpu=True, bf16=False, gradient_checkpointing=False, report_to="none", seed=0,
-        per_device_train_batch_size=16, num_generations=8, max_completion_length=16, max_steps=steps,
-        logging_steps=steps, save_strategy="no", disable_tqdm=True, scale_rewards="none", epsilon_high=0.28, **extra,
+        output_dir=out_dir,
+        use_cpu=True,
+        bf16=False,
+        gradient_checkpointing=False,
+        report_to="none",
+        seed=0,
+        per_device_train_batch_size=16,
+        num_generations=8,
+        max_completion_length=16,
+        max_steps=steps,
+        logging_steps=steps,
+        save_strategy="no",
+        disable_tqdm=True,
+        scale_rewards="none",
+        epsilon_high=0.28,
+        **extra,
     )
     dataset = Dataset.from_dict({"prompt": [f"What is {i} + {i}?" for i in range(64)]})
     timer = StepTimer()
-    trainer = trainer_cls(model=model_dir, reward_funcs=varied_reward, args=args, train_dataset=dataset,
-                          callbacks=[timer])
+    trainer = trainer_cls(
+        model=model_dir, reward_funcs=varied_reward, args=args, train_dataset=dataset, callbacks=[timer]
+    )
     trainer.remove_callback(PrinterCallback)  # keep the output to the ratio
     trainer.train()
     return timer.times[2:]  # drop warm-up steps
@@ -67,8 +81,15 @@ def main():
                 if name == "grpo":
                     grpo += run(GRPOTrainer, GRPOConfig, model_dir, tmp, options.steps)
                 else:
-                    rs += run(RSGRPOTrainer, RSGRPOConfig, model_dir, tmp, options.steps, risk_beta=2.0,
-                              dynamic_sampling=False)
+                    rs += run(
+                        RSGRPOTrainer,
+                        RSGRPOConfig,
+                        model_dir,
+                        tmp,
+                        options.steps,
+                        risk_beta=2.0,
+                        dynamic_sampling=False,
+                    )
     grpo_median, rs_median = statistics.median(grpo), statistics.median(rs)
     print(f"GRPOTrainer   median step: {grpo_median * 1e3:.1f} ms over {len(grpo)} steps")
     print(f"RSGRPOTrainer median step: {rs_median * 1e3:.1f} ms over {len(rs)} steps")

@@ -329,7 +329,9 @@ def _print_lemmas(numbers: dict[str, dict[str, float]], lr: float) -> None:
                 beta = key.removeprefix("delta_pi_optimal_beta_")
                 print(f"    β={beta:>3}: Δπ(optimal) = {value:+.3e} ({'lowers' if value < 0 else 'raises'} it)")
         threshold = policy["smallest_improving_beta"]
-        print(f"    every β > {threshold:.3f} raises π(optimal)" if threshold else "    every β >= 0 raises π(optimal)")
+        print(
+            f"    every β > {threshold:.3f} raises π(optimal)" if threshold else "    every β >= 0 raises π(optimal)"
+        )
     sharp = numbers["sharpened"]
     print(
         f"  Lemma 1: on the sharpened policy the standard update lowers π(optimal) ({sharp['delta_pi_optimal_beta_0']:+.3e}).\n"

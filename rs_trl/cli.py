@@ -4,7 +4,11 @@ import importlib
 import sys
 
 COMMANDS = {
-    "train": ("rs_trl.train", "main", "train with RS-GRPO (TrlParser; `--config recipe.yaml`, defaults to the offline demo)"),
+    "train": (
+        "rs_trl.train",
+        "main",
+        "train with RS-GRPO (TrlParser; `--config recipe.yaml`, defaults to the offline demo)",
+    ),
     "eval": ("rs_trl.evaluation", "main", "sample n completions per problem and report pass@k"),
     "compare": ("rs_trl.evaluation", "compare_main", "compare pass@k result files (table + newly solved problems)"),
     "bandit": ("rs_trl.bandit", "main", "reproduce the paper's 100-armed bandit figure and lemmas"),
@@ -24,7 +28,9 @@ def main(argv: list[str] | None = None) -> int:
         print(_usage())
         return 0 if argv else 2
     if argv[0] not in COMMANDS:
-        print(f"rs-trl: unknown command {argv[0]!r}; choose from {', '.join(COMMANDS)}.\n\n{_usage()}", file=sys.stderr)
+        print(
+            f"rs-trl: unknown command {argv[0]!r}; choose from {', '.join(COMMANDS)}.\n\n{_usage()}", file=sys.stderr
+        )
         return 2
     module_name, function_name, _ = COMMANDS[argv[0]]
     command = getattr(importlib.import_module(module_name), function_name)

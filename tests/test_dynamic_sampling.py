@@ -106,7 +106,11 @@ def test_only_informative_groups_reach_the_loss(tiny_model_dir, tmp_path):
 
 def test_exhaustion_error_names_the_zero_variance_fraction(tiny_model_dir, tmp_path):
     trainer = make_trainer(
-        tiny_model_dir, tmp_path, always_constant, dynamic_sampling_max_rounds=2, dynamic_sampling_on_exhaustion="error"
+        tiny_model_dir,
+        tmp_path,
+        always_constant,
+        dynamic_sampling_max_rounds=2,
+        dynamic_sampling_on_exhaustion="error",
     )
     trainer.model.train()
     inputs = [row for row in numbered_prompts().select(range(2)) for _ in range(4)]
@@ -147,17 +151,30 @@ def test_config_rejects_groups_split_across_processes(monkeypatch):
     monkeypatch.setattr(RSGRPOConfig, "world_size", property(lambda self: 2))
     with pytest.raises(ValueError, match="whole groups on every process"):
         RSGRPOConfig(output_dir="/tmp/x", use_cpu=True, per_device_train_batch_size=2, num_generations=4)
-    RSGRPOConfig(output_dir="/tmp/x", use_cpu=True, per_device_train_batch_size=2, num_generations=4,
-                 dynamic_sampling=False)
+    RSGRPOConfig(
+        output_dir="/tmp/x", use_cpu=True, per_device_train_batch_size=2, num_generations=4, dynamic_sampling=False
+    )
 
 
 @pytest.mark.slow
 def test_two_processes_agree_on_rounds_and_batch_sizes(tiny_model_dir, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "tests" / "scripts" / "ds_two_process.py"),
-        tiny_model_dir, str(tmp_path),
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        str(REPO / "tests" / "scripts" / "ds_two_process.py"),
+        tiny_model_dir,
+        str(tmp_path),
     ]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]

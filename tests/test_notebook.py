@@ -32,7 +32,9 @@ def test_notebook_runs_end_to_end_in_smoke_mode(tmp_path, monkeypatch):
     monkeypatch.setenv("MPLBACKEND", "Agg")
 
     notebook = nbformat.read(NOTEBOOK, as_version=4)
-    client = NotebookClient(notebook, kernel_name="python3", timeout=600, resources={"metadata": {"path": str(tmp_path)}})
+    client = NotebookClient(
+        notebook, kernel_name="python3", timeout=600, resources={"metadata": {"path": str(tmp_path)}}
+    )
     client.execute()  # raises CellExecutionError, with the cell and traceback, if any cell fails
 
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]

@@ -13,7 +13,7 @@ import pytest
 import torch
 from datasets import Dataset
 
-from rs_trl import RSGRPOConfig, RSGRPOTrainer, risk_sensitive_advantages
+from rs_trl import RSGRPOTrainer, risk_sensitive_advantages
 from tests.conftest import cpu_args
 from tests.test_advantages import reference
 
@@ -56,8 +56,12 @@ def needs_answer(completions, answer, **kwargs):
 )
 def test_bad_dataset_fails_before_the_model_loads(tmp_path, columns, message):
     with pytest.raises(ValueError, match=message):
-        RSGRPOTrainer(model=MISSING_MODEL, reward_funcs=needs_answer, args=cpu_args(tmp_path),
-                      train_dataset=Dataset.from_dict(columns))
+        RSGRPOTrainer(
+            model=MISSING_MODEL,
+            reward_funcs=needs_answer,
+            args=cpu_args(tmp_path),
+            train_dataset=Dataset.from_dict(columns),
+        )
 
 
 def varied(completions, **kwargs):
@@ -85,8 +89,9 @@ def wrong_length(completions, **kwargs):
     return [1.0]
 
 
-@pytest.mark.parametrize(("faulty", "kind"), [(raises, "error"), (returns_none, "none"), (returns_nan, "none"),
-                                              (hangs, "timeout")])
+@pytest.mark.parametrize(
+    ("faulty", "kind"), [(raises, "error"), (returns_none, "none"), (returns_nan, "none"), (hangs, "timeout")]
+)
 def test_reward_fault_leaves_samples_unscored_and_training_continues(tiny_model_dir, tmp_path, faulty, kind):
     args = cpu_args(tmp_path, reward_timeout=0.5, dynamic_sampling=False, max_steps=2)
     dataset = Dataset.from_dict({"prompt": [f"Q{i}" for i in range(16)]})
@@ -106,8 +111,9 @@ def test_reward_fault_leaves_samples_unscored_and_training_continues(tiny_model_
 
 def test_wrong_length_reward_is_a_clear_error(tiny_model_dir, tmp_path):
     dataset = Dataset.from_dict({"prompt": [f"Q{i}" for i in range(16)]})
-    trainer = RSGRPOTrainer(model=tiny_model_dir, reward_funcs=wrong_length, args=cpu_args(tmp_path),
-                            train_dataset=dataset)
+    trainer = RSGRPOTrainer(
+        model=tiny_model_dir, reward_funcs=wrong_length, args=cpu_args(tmp_path), train_dataset=dataset
+    )
     with pytest.raises(ValueError, match="'wrong_length' returned 1 rewards"):
         trainer.train()
 
@@ -118,7 +124,7 @@ def test_extreme_numerics_match_float64(dtype, group_size):
     generator = torch.Generator().manual_seed(group_size)
     for beta in (-1e3, -37.0, -1e-4, 0.0, 1e-4, 2.0, 37.0, 1e3):
         for scale in (1e-3, 1.0, 1e4):
-            rewards = ((torch.rand(8 * group_size, generator=generator, dtype=torch.float64) * 2 - 1) * scale)
+            rewards = (torch.rand(8 * group_size, generator=generator, dtype=torch.float64) * 2 - 1) * scale
             rewards = rewards.to(dtype)
             got = risk_sensitive_advantages(rewards, group_size, beta)
             assert torch.isfinite(got).all() and got.dtype == dtype
@@ -160,4 +166,8 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tiny_model_dir, tmp_path)
     for step in (5, 6):
         for key in compared:
             assert math.isclose(resumed_steps[step][key], straight_steps[step][key], rel_tol=1e-5, abs_tol=1e-7), (
-                step, key, resumed_steps[step][key], straight_steps[step][key])
+                step,
+                key,
+                resumed_steps[step][key],
+                straight_steps[step][key],
+            )

@@ -24,7 +24,7 @@ def prompts_dataset(n=16):
 
 
 def generation_batch(num_generations, n_prompts=2):
-    return [{"prompt": f"Compute {i} + 7." } for i in range(n_prompts) for _ in range(num_generations)]
+    return [{"prompt": f"Compute {i} + 7."} for i in range(n_prompts) for _ in range(num_generations)]
 
 
 def grpo_config_like(rs_args):
@@ -37,8 +37,9 @@ def grpo_config_like(rs_args):
 
 @pytest.mark.parametrize("scale_rewards", ["none", "group", "batch"])
 def test_risk_beta_zero_is_trl_grpo(tiny_model_dir, tmp_path, scale_rewards):
-    rs_args = cpu_args(tmp_path / "rs", risk_beta=0.0, scale_rewards=scale_rewards, dynamic_sampling=False,
-                       reward_weights=[1.0, 0.5])
+    rs_args = cpu_args(
+        tmp_path / "rs", risk_beta=0.0, scale_rewards=scale_rewards, dynamic_sampling=False, reward_weights=[1.0, 0.5]
+    )
     trl_args = grpo_config_like(rs_args)
     reward_funcs = [digit_reward, sometimes_none_reward]
     trainers = [
@@ -66,15 +67,26 @@ def test_risk_beta_zero_trains_like_trl(tiny_model_dir, tmp_path):
         trainer = cls(model=tiny_model_dir, reward_funcs=digit_reward, args=args, train_dataset=prompts_dataset())
         trainer.train()
         params.append(torch.cat([p.detach().flatten() for p in trainer.model.parameters()]))
-    assert not torch.equal(params[1], torch.cat([p.flatten() for p in AutoModelForCausalLM.from_pretrained(tiny_model_dir).parameters()]))
+    assert not torch.equal(
+        params[1], torch.cat([p.flatten() for p in AutoModelForCausalLM.from_pretrained(tiny_model_dir).parameters()])
+    )
     torch.testing.assert_close(params[1], params[0])
 
 
 def test_trains_with_risk_sensitive_advantages_and_checkpoint_reloads(tiny_model_dir, tmp_path):
-    args = cpu_args(tmp_path / "out", risk_beta=4.0, max_steps=3, save_strategy="steps",
-                    save_steps=3, learning_rate=1e-2, reward_weights=[1.0, 0.5])
+    args = cpu_args(
+        tmp_path / "out",
+        risk_beta=4.0,
+        max_steps=3,
+        save_strategy="steps",
+        save_steps=3,
+        learning_rate=1e-2,
+        reward_weights=[1.0, 0.5],
+    )
     trainer = RSGRPOTrainer(
-        model=tiny_model_dir, reward_funcs=[digit_reward, sometimes_none_reward], args=args,
+        model=tiny_model_dir,
+        reward_funcs=[digit_reward, sometimes_none_reward],
+        args=args,
         train_dataset=prompts_dataset(),
     )
     trainer.train()
@@ -98,7 +110,13 @@ def test_trains_with_risk_sensitive_advantages_and_checkpoint_reloads(tiny_model
 
 
 def test_rejects_plain_grpo_config(tiny_model_dir, tmp_path):
-    args = GRPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none", num_generations=4,
-                      per_device_train_batch_size=8)
+    args = GRPOConfig(
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        bf16=False,
+        report_to="none",
+        num_generations=4,
+        per_device_train_batch_size=8,
+    )
     with pytest.raises(TypeError, match="RSGRPOConfig"):
         RSGRPOTrainer(model=tiny_model_dir, reward_funcs=digit_reward, args=args, train_dataset=prompts_dataset())

@@ -7,7 +7,9 @@ from packaging.version import Version
 from trl import GRPOTrainer
 
 TESTED_TRL = (Version("1.16.0"), Version("1.17.0"))
-MOVED = "TRL internals RSGRPOTrainer overrides have changed ({}); re-check rs_trl/trainer.py before widening the trl pin."
+MOVED = (
+    "TRL internals RSGRPOTrainer overrides have changed ({}); re-check rs_trl/trainer.py before widening the trl pin."
+)
 
 
 def test_trl_version_is_the_one_we_test_against():

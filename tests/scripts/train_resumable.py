@@ -39,9 +39,21 @@ def main():
     options = parser.parse_args()
     dataset = Dataset.from_dict({"prompt": [f"Question {i} :" for i in range(24)], "qid": list(range(24))})
     args = RSGRPOConfig(
-        output_dir=options.output_dir, use_cpu=True, bf16=False, gradient_checkpointing=False, report_to="none",
-        per_device_train_batch_size=8, num_generations=4, max_completion_length=8, max_steps=6, logging_steps=1,
-        save_strategy="steps", save_steps=2, seed=0, disable_tqdm=True, learning_rate=1e-2,
+        output_dir=options.output_dir,
+        use_cpu=True,
+        bf16=False,
+        gradient_checkpointing=False,
+        report_to="none",
+        per_device_train_batch_size=8,
+        num_generations=4,
+        max_completion_length=8,
+        max_steps=6,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=2,
+        seed=0,
+        disable_tqdm=True,
+        learning_rate=1e-2,
         dynamic_sampling_max_rounds=10,
     )
     callbacks = [PauseAfter(options.pause_after)] if options.pause_after else []
