@@ -20,7 +20,7 @@ from transformers import PrinterCallback, TrainerCallback  # noqa: E402
 from trl import GRPOConfig, GRPOTrainer  # noqa: E402
 
 from rs_trl import RSGRPOConfig, RSGRPOTrainer  # noqa: E402
-from rs_trl.tiny import build_tiny_model  # noqa: E402
+from rs_trl.tiny import build_tiny_model, cpu_training_args  # noqa: E402
 
 
 def varied_reward(completions, **kwargs):
@@ -38,21 +38,15 @@ class StepTimer(TrainerCallback):
         self.times.append(time.perf_counter() - self._start)
 
 
-def run(trainer_cls, config_cls, model_dir, out_dir, steps, **extra):
-    args = config_cls(
-        output_dir=out_dir,
-        use_cpu=True,
-        bf16=False,
-        gradient_checkpointing=False,
-        report_to="none",
-        seed=0,
+def run(trainer_cls, config_class, model_dir, out_dir, steps, **extra):
+    args = cpu_training_args(
+        out_dir,
+        config_class,
         per_device_train_batch_size=16,
         num_generations=8,
         max_completion_length=16,
         max_steps=steps,
         logging_steps=steps,
-        save_strategy="no",
-        disable_tqdm=True,
         scale_rewards="none",
         epsilon_high=0.28,
         **extra,

@@ -6,6 +6,10 @@ from dataclasses import dataclass, field
 from trl import GRPOConfig
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 @dataclass
 class RSGRPOConfig(GRPOConfig):
     r"""
@@ -95,32 +99,21 @@ class RSGRPOConfig(GRPOConfig):
     )
 
     def __post_init__(self):
-        if isinstance(self.risk_beta, bool) or not isinstance(self.risk_beta, (int, float)):
-            raise ValueError(f"risk_beta must be a finite float, got {self.risk_beta!r}.")
-        if not math.isfinite(self.risk_beta):
+        if not _is_number(self.risk_beta) or not math.isfinite(self.risk_beta):
             raise ValueError(f"risk_beta must be a finite float, got {self.risk_beta!r}.")
         self.risk_beta = float(self.risk_beta)
-        if isinstance(self.dynamic_sampling_max_rounds, bool) or not isinstance(self.dynamic_sampling_max_rounds, int):
-            raise ValueError(
-                f"dynamic_sampling_max_rounds must be an integer >= 0, got {self.dynamic_sampling_max_rounds!r}."
-            )
-        if self.dynamic_sampling_max_rounds < 0:
-            raise ValueError(
-                f"dynamic_sampling_max_rounds must be an integer >= 0, got {self.dynamic_sampling_max_rounds}."
-            )
+        rounds = self.dynamic_sampling_max_rounds
+        if not (_is_number(rounds) and float(rounds).is_integer() and rounds >= 0):
+            raise ValueError(f"dynamic_sampling_max_rounds must be an integer >= 0, got {rounds!r}.")
+        self.dynamic_sampling_max_rounds = int(rounds)
         if self.dynamic_sampling_on_exhaustion not in ("pad", "error"):
             raise ValueError(
                 "dynamic_sampling_on_exhaustion must be one of 'pad', 'error', "
                 f"got {self.dynamic_sampling_on_exhaustion!r}."
             )
-        if self.reward_timeout is not None and not (
-            isinstance(self.reward_timeout, (int, float))
-            and math.isfinite(self.reward_timeout)
-            and self.reward_timeout > 0
-        ):
-            raise ValueError(
-                f"reward_timeout must be a positive number of seconds or None, got {self.reward_timeout!r}."
-            )
+        timeout = self.reward_timeout
+        if timeout is not None and not (_is_number(timeout) and math.isfinite(timeout) and timeout > 0):
+            raise ValueError(f"reward_timeout must be a positive number of seconds or None, got {timeout!r}.")
         if self.multi_objective_aggregation != "sum_then_normalize":
             raise ValueError(
                 f"multi_objective_aggregation={self.multi_objective_aggregation!r} is not supported by RS-GRPO; "

@@ -62,3 +62,26 @@ def build_tiny_model(path: str | Path, seed: int = 0, hidden_size: int = 64, num
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def cpu_training_args(output_dir, config_class=None, **overrides):
+    """Fast, deterministic CPU settings for the tiny model (tests, benchmarks, CI); `RSGRPOConfig` by default."""
+    if config_class is None:
+        from .config import RSGRPOConfig as config_class
+    settings = dict(
+        output_dir=str(output_dir),
+        use_cpu=True,
+        bf16=False,
+        gradient_checkpointing=False,
+        report_to="none",
+        per_device_train_batch_size=8,
+        num_generations=4,
+        max_completion_length=8,
+        max_steps=2,
+        logging_steps=1,
+        save_strategy="no",
+        seed=0,
+        disable_tqdm=True,
+    )
+    settings.update(overrides)
+    return config_class(**settings)

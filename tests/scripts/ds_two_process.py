@@ -9,7 +9,8 @@ from pathlib import Path
 
 from datasets import Dataset
 
-from rs_trl import RSGRPOConfig, RSGRPOTrainer
+from rs_trl import RSGRPOTrainer
+from rs_trl.tiny import cpu_training_args
 
 
 def even_prompts_constant(completions, qid, **kwargs):
@@ -37,22 +38,7 @@ class RecordingTrainer(RSGRPOTrainer):
 
 def main(model_dir: str, out_dir: str):
     dataset = Dataset.from_dict({"prompt": [f"Question {i} :" for i in range(32)], "qid": list(range(32))})
-    args = RSGRPOConfig(
-        output_dir=out_dir,
-        use_cpu=True,
-        bf16=False,
-        gradient_checkpointing=False,
-        report_to="none",
-        per_device_train_batch_size=8,
-        num_generations=4,
-        max_completion_length=8,
-        max_steps=3,
-        logging_steps=1,
-        save_strategy="no",
-        seed=0,
-        disable_tqdm=True,
-        dynamic_sampling_max_rounds=20,
-    )
+    args = cpu_training_args(out_dir, max_steps=3, dynamic_sampling_max_rounds=20)
     trainer = RecordingTrainer(model=model_dir, reward_funcs=even_prompts_constant, args=args, train_dataset=dataset)
     trainer.train()
     rank = trainer.accelerator.process_index

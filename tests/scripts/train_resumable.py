@@ -13,7 +13,8 @@ from pathlib import Path
 from datasets import Dataset
 from transformers import TrainerCallback
 
-from rs_trl import RSGRPOConfig, RSGRPOTrainer
+from rs_trl import RSGRPOTrainer
+from rs_trl.tiny import cpu_training_args
 
 
 def half_constant(completions, qid, **kwargs):
@@ -38,21 +39,11 @@ def main():
     parser.add_argument("--resume", action="store_true")
     options = parser.parse_args()
     dataset = Dataset.from_dict({"prompt": [f"Question {i} :" for i in range(24)], "qid": list(range(24))})
-    args = RSGRPOConfig(
-        output_dir=options.output_dir,
-        use_cpu=True,
-        bf16=False,
-        gradient_checkpointing=False,
-        report_to="none",
-        per_device_train_batch_size=8,
-        num_generations=4,
-        max_completion_length=8,
+    args = cpu_training_args(
+        options.output_dir,
         max_steps=6,
-        logging_steps=1,
         save_strategy="steps",
         save_steps=2,
-        seed=0,
-        disable_tqdm=True,
         learning_rate=1e-2,
         dynamic_sampling_max_rounds=10,
     )
