@@ -163,16 +163,16 @@ class RSGRPOTrainer(GRPOTrainer):
         while True:
             output, rewards, _ = self._score_round(round_inputs, group_size)
             per_process = rewards.cpu().view(num_processes, -1, group_size)
-            flat = zero_variance_groups(rewards.cpu(), group_size).view(num_processes, -1)
-            keep = take_first(~flat, missing)
-            generated += flat.numel()
-            zero_variance += int(flat.sum())
-            surplus += int((~flat & ~keep).sum())
+            no_signal = zero_variance_groups(rewards.cpu(), group_size).view(num_processes, -1)
+            keep = take_first(~no_signal, missing)
+            generated += no_signal.numel()
+            zero_variance += int(no_signal.sum())
+            surplus += int((~no_signal & ~keep).sum())
             missing -= keep.sum(dim=1)
             kept_rows.append(select_rows(output, group_rows(keep[rank], group_size)))
-            dropped_rows.append(select_rows(output, group_rows(flat[rank], group_size)))
+            dropped_rows.append(select_rows(output, group_rows(no_signal[rank], group_size)))
             kept_rewards.append([per_process[p][keep[p]] for p in range(num_processes)])
-            dropped_rewards.append([per_process[p][flat[p]] for p in range(num_processes)])
+            dropped_rewards.append([per_process[p][no_signal[p]] for p in range(num_processes)])
             if missing.max() == 0 or rounds == self.args.dynamic_sampling_max_rounds:
                 break
             rounds += 1
