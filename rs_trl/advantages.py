@@ -16,6 +16,15 @@ import torch
 _BETA_ZERO_TOLERANCE = 1e-12
 
 
+def zero_variance_groups(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
+    """Bool per group: True when its scorable (non-NaN) rewards are all equal, i.e. it carries no signal."""
+    grouped = rewards.view(-1, group_size)
+    valid = ~torch.isnan(grouped)
+    highest = torch.where(valid, grouped, -torch.inf).amax(dim=1)
+    lowest = torch.where(valid, grouped, torch.inf).amin(dim=1)
+    return ~(highest - lowest > 0)
+
+
 def risk_sensitive_advantages(rewards: torch.Tensor, group_size: int, beta: float) -> torch.Tensor:
     """Per-sample risk-sensitive advantages for contiguous groups of `group_size` rewards.
 
@@ -54,7 +63,6 @@ def risk_sensitive_advantages(rewards: torch.Tensor, group_size: int, beta: floa
         advantages = torch.where(valid, advantages, torch.zeros_like(advantages))
 
     # Exact zeros for constant groups: float round-off must not invent a learning signal.
-    spread = torch.where(valid, grouped, -math.inf).amax(dim=1) - torch.where(valid, grouped, math.inf).amin(dim=1)
-    constant = ~(spread > 0)
-    advantages = torch.where(constant.unsqueeze(1), torch.zeros_like(advantages), advantages)
+    constant = zero_variance_groups(grouped.flatten(), group_size).unsqueeze(1)
+    advantages = torch.where(constant, torch.zeros_like(advantages), advantages)
     return advantages.reshape(rewards.shape).to(rewards.dtype)

@@ -1,5 +1,7 @@
 """DAPO dynamic sampling helpers: which groups to keep, a refill prompt stream, merging generation rounds.
 
+Which groups carry no signal is `rs_trl.advantages.zero_variance_groups`, the test the advantage itself uses.
+
 Pure tensor/data plumbing; the trainer decides when to call them.
 """
 
@@ -18,15 +20,6 @@ _RIGHT_PADDED = {
 }
 _PER_ROW_1D = {"advantages"}
 _BATCH_SCALARS = {"num_items_in_batch"}
-
-
-def zero_variance_groups(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
-    """Bool per group: True when its scorable (non-NaN) rewards are all equal, i.e. it carries no signal."""
-    grouped = rewards.view(-1, group_size)
-    valid = ~torch.isnan(grouped)
-    highest = torch.where(valid, grouped, -torch.inf).amax(dim=1)
-    lowest = torch.where(valid, grouped, torch.inf).amin(dim=1)
-    return ~(highest - lowest > 0)
 
 
 def take_first(candidates: torch.Tensor, quota: torch.Tensor) -> torch.Tensor:

@@ -109,28 +109,14 @@ def resolve_reward_funcs(names: list[str]) -> list:
 
 def greedy_accuracy(model, tokenizer, dataset, max_new_tokens: int, batch_size: int = 16) -> float:
     """Share of `dataset` problems whose greedy completion earns math_accuracy_reward 1.0."""
-    import torch
-    from tqdm.auto import tqdm
-
+    from .evaluation import TransformersSampler
     from .rewards import math_accuracy_reward
 
-    was_training = model.training
-    model.eval()
-    padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"  # decoder-only batches pad on the left
-    scores = []
-    for start in tqdm(range(0, len(dataset), batch_size), desc="greedy accuracy"):
-        batch = dataset[start : start + batch_size]
-        prompts = [
-            tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) if isinstance(p, list) else p
-            for p in batch["prompt"]
-        ]
-        inputs = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-        with torch.no_grad():
-            output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
-        texts = tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
-        scores += math_accuracy_reward(texts, batch["answer"])
-    tokenizer.padding_side = padding_side
-    model.train(was_training)
+    sampler = TransformersSampler(model, tokenizer, batch_size=batch_size)
+    completions = sampler.sample(
+        list(dataset["prompt"]), n=1, temperature=0.0, top_p=1.0, max_new_tokens=max_new_tokens, desc="greedy accuracy"
+    )
+    scores = math_accuracy_reward([samples[0] for samples in completions], list(dataset["answer"]))
     return sum(scores) / max(len(scores), 1)
 
 

@@ -17,7 +17,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer
 from trl.trainer.utils import get_config_model_id, is_async_callable, nanstd
 
-from .advantages import risk_sensitive_advantages
+from .advantages import risk_sensitive_advantages, zero_variance_groups
 from .config import RSGRPOConfig
 from .dynamic_sampling import (
     RefillSampler,
@@ -25,7 +25,6 @@ from .dynamic_sampling import (
     group_rows,
     select_rows,
     take_first,
-    zero_variance_groups,
 )
 from .model_card import add_rs_grpo_section
 from .reward_guard import guard_reward_function, required_columns
@@ -162,8 +161,9 @@ class RSGRPOTrainer(GRPOTrainer):
         round_inputs, rounds = inputs, 0
         while True:
             output, rewards, _ = self._score_round(round_inputs, group_size)
-            per_process = rewards.cpu().view(num_processes, -1, group_size)
-            no_signal = zero_variance_groups(rewards.cpu(), group_size).view(num_processes, -1)
+            rewards = rewards.cpu()
+            per_process = rewards.view(num_processes, -1, group_size)
+            no_signal = zero_variance_groups(rewards, group_size).view(num_processes, -1)
             keep = take_first(~no_signal, missing)
             generated += no_signal.numel()
             zero_variance += int(no_signal.sum())
@@ -280,7 +280,6 @@ class RSGRPOTrainer(GRPOTrainer):
         abs_adv = advantages.abs().view(-1, group_size).sum(dim=1)
         low_solve_rate = (solve_rate < 0.5).float()
         total = abs_adv.sum().clamp(min=1e-12)
-        spread = grouped.nan_to_num(-torch.inf).amax(1) - grouped.nan_to_num(torch.inf).amin(1)
         values = {
             "rs/abs_advantage_share_low_solve_rate": (abs_adv * low_solve_rate).sum() / total,
             "rs/abs_advantage_share_high_solve_rate": (abs_adv * (1 - low_solve_rate)).sum() / total,
@@ -288,7 +287,7 @@ class RSGRPOTrainer(GRPOTrainer):
             "rs/solve_rate/median": solve_rate.median(),
             "rs/frac_groups_all_solved": (solve_rate == 1).float().mean(),
             "rs/frac_groups_none_solved": (solve_rate == 0).float().mean(),
-            "rs/frac_zero_variance_groups": (~(spread > 0)).float().mean(),
+            "rs/frac_zero_variance_groups": zero_variance_groups(rewards, group_size).float().mean(),
             "rs/advantage/max": advantages.max(),
             "rs/advantage/min": advantages.min(),
         }

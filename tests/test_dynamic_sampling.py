@@ -10,7 +10,8 @@ from datasets import Dataset
 from transformers import AutoTokenizer
 
 from rs_trl import RSGRPOConfig, RSGRPOTrainer
-from rs_trl.dynamic_sampling import RefillSampler, concat_batches, take_first, zero_variance_groups
+from rs_trl.advantages import zero_variance_groups
+from rs_trl.dynamic_sampling import RefillSampler, concat_batches, take_first
 from tests.conftest import cpu_args
 
 REPO = Path(__file__).resolve().parents[1]
