@@ -39,10 +39,16 @@ class RSGRPOConfig(GRPOConfig):
 
     > Parameters that control fault tolerance
 
-    reward_timeout (`float` or `None`, *optional*, defaults to `300.0`):
-        Seconds one call of a (synchronous) reward function may take. A call that raises or times out leaves its
-        samples unscored (advantage 0) and is counted in `rewards/<name>/faults_*`; training goes on. `None`
-        disables the timeout (the call then runs in the training thread).
+    reward_timeout (`float` or `None`, *optional*, defaults to `None`):
+        Seconds one call of a synchronous reward function may take; `None` (default) sets no limit, exactly as TRL.
+        The limit is a SIGALRM timer on the main thread (see `rs_trl.reward_guard.call_with_timeout`): the call is
+        never moved to another thread, so signal-based code such as Math-Verify keeps working. A call that raises or
+        times out leaves its samples unscored (advantage 0) and is counted in `rewards/<name>/faults_*`; training
+        goes on.
+    reward_failure_patience (`int`, *optional*, defaults to `3`):
+        Generation steps in a row in which a reward function failed on every call, or in which no sample got a
+        reward from any function, before training stops with an error naming the cause. A failure shorter than
+        this is a fault: its samples are left unscored and training goes on.
 
     > Parameters whose defaults differ from [`~trl.GRPOConfig`]
 
@@ -81,9 +87,17 @@ class RSGRPOConfig(GRPOConfig):
         },
     )
     reward_timeout: float | None = field(
-        default=300.0,
+        default=None,
         metadata={
-            "help": "Seconds a reward function call may take before its samples are left unscored (None: no limit)."
+            "help": "Seconds a reward function call may take before its samples are left unscored (None: no limit). "
+            "Enforced with a SIGALRM timer on the main thread; the call itself stays where TRL makes it."
+        },
+    )
+    reward_failure_patience: int = field(
+        default=3,
+        metadata={
+            "help": "Generation steps in a row in which a reward function failed on every call (or no sample got any "
+            "reward) before training stops with an error."
         },
     )
     scale_rewards: str = field(
@@ -114,11 +128,10 @@ class RSGRPOConfig(GRPOConfig):
         timeout = self.reward_timeout
         if timeout is not None and not (_is_number(timeout) and math.isfinite(timeout) and timeout > 0):
             raise ValueError(f"reward_timeout must be a positive number of seconds or None, got {timeout!r}.")
-        if self.multi_objective_aggregation != "sum_then_normalize":
-            raise ValueError(
-                f"multi_objective_aggregation={self.multi_objective_aggregation!r} is not supported by RS-GRPO; "
-                "allowed: 'sum_then_normalize' (the risk-sensitive advantage is taken on the weighted reward sum)."
-            )
+        patience = self.reward_failure_patience
+        if not (_is_number(patience) and float(patience).is_integer() and patience >= 1):
+            raise ValueError(f"reward_failure_patience must be an integer >= 1, got {patience!r}.")
+        self.reward_failure_patience = int(patience)
         super().__post_init__()
         if self.scale_rewards not in ("none", "group", "batch"):
             raise ValueError(f"scale_rewards must be one of 'none', 'group', 'batch', got {self.scale_rewards!r}.")

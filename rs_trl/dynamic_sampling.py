@@ -5,6 +5,8 @@ Which groups carry no signal is `rs_trl.advantages.zero_variance_groups`, the te
 Pure tensor/data plumbing; the trainer decides when to call them.
 """
 
+import itertools
+
 import torch
 
 # How to pad each per-row tensor TRL's `_generate_and_score_completions` returns when rounds are merged.
@@ -70,7 +72,7 @@ class RefillSampler:
     """Endless, seeded stream of dataset indices for refill prompts, one fresh shuffle per pass.
 
     Every process holds an identical copy and draws the same global indices, then keeps its own slice,
-    so processes never duplicate a refill prompt. Its state is two integers, saved with checkpoints.
+    so processes never duplicate a refill prompt. Its state (pass, position, count drawn) is saved with checkpoints.
     """
 
     def __init__(self, dataset_size: int, seed: int):
@@ -103,3 +105,47 @@ class RefillSampler:
 
     def load_state_dict(self, state: dict):
         self.pass_index, self.position, self.drawn = state["pass_index"], state["position"], state["drawn"]
+
+
+class StreamRefill:
+    """Refill prompts from an `IterableDataset`: a second pass over the stream, apart from the main dataloader's.
+
+    Each pass reshuffles the stream (`IterableDataset.shuffle`, seeded per pass); when a pass ends the next one
+    begins. Like `RefillSampler`, every process draws the same rows and keeps its own slice; the state is the same
+    three integers, and a resume skips the rows already drawn in the current pass.
+    """
+
+    def __init__(self, dataset, seed: int):
+        self.dataset = dataset
+        self.seed = seed
+        self.pass_index = 0
+        self.position = 0
+        self.drawn = 0
+        self._rows = None
+
+    def _open(self):
+        stream = self.dataset.shuffle(seed=self.seed + self.pass_index)
+        self._rows = iter(stream.skip(self.position) if self.position else stream)
+
+    def take(self, count: int) -> list[dict]:
+        rows = []
+        while len(rows) < count:
+            if self._rows is None:
+                self._open()
+            start = self.position
+            chunk = list(itertools.islice(self._rows, count - len(rows)))
+            rows += chunk
+            self.position += len(chunk)
+            if len(rows) < count:  # this pass is over
+                if start == 0 and not chunk:
+                    raise ValueError("dynamic_sampling cannot refill from an empty train_dataset stream.")
+                self.pass_index, self.position, self._rows = self.pass_index + 1, 0, None
+        self.drawn += count
+        return rows
+
+    def state_dict(self) -> dict:
+        return {"pass_index": self.pass_index, "position": self.position, "drawn": self.drawn}
+
+    def load_state_dict(self, state: dict):
+        self.pass_index, self.position, self.drawn = state["pass_index"], state["position"], state["drawn"]
+        self._rows = None

@@ -67,6 +67,8 @@ class TransformersSampler:
             model = AutoModelForCausalLM.from_pretrained(str(model), dtype=dtype, **model_kwargs).to(device)
         elif tokenizer is None:
             raise ValueError("`tokenizer` is required when `model` is a loaded model rather than a path or Hub id.")
+        if tokenizer.pad_token is None:  # e.g. Llama 3.1: batches need a pad token; TRL uses eos for training too
+            tokenizer.pad_token = tokenizer.eos_token
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
 
     def sample(self, prompts: list, n: int, temperature: float, top_p: float, max_new_tokens: int, desc: str):
@@ -105,10 +107,12 @@ class TransformersSampler:
             inputs = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         finally:
             tokenizer.padding_side = padding_side
-        pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         with torch.no_grad():
             output = self.model.generate(
-                **inputs.to(self.model.device), max_new_tokens=max_new_tokens, pad_token_id=pad_token_id, **sampling
+                **inputs.to(self.model.device),
+                max_new_tokens=max_new_tokens,
+                pad_token_id=tokenizer.pad_token_id,
+                **sampling,
             )
         return tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
 

@@ -1,15 +1,25 @@
-"""Fault isolation for reward functions: one bad call never kills a training step.
+"""Fault isolation for reward functions: one bad call never kills a training step, a broken function stops the run.
 
-A reward function that raises, hangs past its timeout, or returns None/NaN leaves the affected samples
-unscorable (NaN reward, so advantage 0) and the event is counted. A wrong-length result is passed through
-untouched so TRL raises its clear error: that is a bug in user code, not a transient fault.
+A guarded reward function is called exactly where TRL calls it: in the training (main) thread, so anything that
+works under `GRPOTrainer` works here, signal-based timeouts such as Math-Verify's included. A call that raises
+leaves its samples unscored (NaN reward, so advantage 0); None, NaN and ±inf rewards are unscored samples too.
+Every event is counted per function. A wrong-length or wrong-type result is a bug in user code, not a transient
+fault, so it raises a clear error naming the function.
+
+`RewardHealth` turns those counts into decisions, on totals summed over all processes so that every process
+decides the same: a function whose every call raised for `patience` generation steps in a row, or steps in which
+no sample got a reward from any function, stop training with an error saying what to fix, instead of training on
+nothing.
 """
 
 import functools
 import inspect
 import logging
 import math
+import numbers
+import signal
 import threading
+import time
 from collections import Counter
 
 logger = logging.getLogger(__name__)
@@ -24,6 +34,14 @@ TRL_REWARD_KWARGS = {
     "log_metric",
     "environments",
 }
+# Per-sample fault kinds, logged as `rewards/<name>/faults_<kind>`.
+FAULT_KINDS = ("error", "timeout", "none", "nonfinite")
+# Everything counted per function and round: calls, calls that raised or timed out, samples, then the faults.
+TALLY_FIELDS = ("calls", "failed_calls", "samples", *FAULT_KINDS)
+
+
+class RewardTimeout(Exception):
+    """Raised inside a reward call that ran past `reward_timeout`."""
 
 
 def required_columns(reward_func) -> set[str]:
@@ -38,39 +56,173 @@ def required_columns(reward_func) -> set[str]:
     return {p.name for p in parameters if p.kind in kinds and p.default is inspect.Parameter.empty} - TRL_REWARD_KWARGS
 
 
-def guard_reward_function(reward_func, timeout: float | None, faults: Counter):
-    """Wrap a synchronous reward function; counts go to `faults[(name, kind)]` with kind error/timeout/none."""
-    name = reward_func.__name__
+def call_with_timeout(func, kwargs: dict, seconds: float | None, name: str, warned: set):
+    """`func(**kwargs)` in the calling thread, interrupted by `RewardTimeout` after `seconds` (None: no limit).
+
+    The limit is a SIGALRM timer (`signal.setitimer`), not a worker thread: the call stays on the main thread, so
+    main-thread-only code (signal-based timeouts) keeps working, and a call that overruns is unwound by an
+    exception, so it releases its locks and the next call starts as healthy as the first. A thread could do
+    neither: it cannot be stopped, so an abandoned call keeps running and holding whatever it holds.
+    Where a SIGALRM timer cannot be used safely, the call runs without a limit and a warning says so once: off the
+    main thread, or while another alarm is pending (it would be overwritten). A function that sets its own SIGALRM
+    timer (Math-Verify's `parse`/`verify` with their default timeouts) cancels ours when it finishes; that is
+    detected and reported once, and its own timeouts then bound it. `warned` holds the reasons already reported.
+    """
+
+    def warn_once(reason: str, message: str):
+        if reason not in warned:
+            warned.add(reason)
+            logger.warning("reward_timeout is not enforced for %r: %s", name, message)
+
+    if seconds is None:
+        return func(**kwargs)
+    if threading.current_thread() is not threading.main_thread():
+        warn_once("thread", "it is called off the main thread.")
+        return func(**kwargs)
+    if signal.getitimer(signal.ITIMER_REAL)[0] > 0:
+        warn_once("pending", "another SIGALRM timer is pending.")
+        return func(**kwargs)
+
+    def on_alarm(signum, frame):
+        raise RewardTimeout(f"reward function {name!r} ran past reward_timeout={seconds}s")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    start = time.monotonic()
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        try:
+            result = func(**kwargs)
+        finally:
+            remaining, _ = signal.setitimer(signal.ITIMER_REAL, 0)
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+    if remaining == 0 and time.monotonic() - start < seconds:
+        warn_once("clobbered", "it sets its own SIGALRM timer (as Math-Verify does), which replaced ours.")
+    return result
+
+
+def _check_rewards(name: str, rewards, num_samples: int) -> list:
+    """The rewards as a list, or a TypeError naming the function if they are not one number-or-None per sample."""
+    if isinstance(rewards, (str, bytes, dict)) or not hasattr(rewards, "__len__") or not hasattr(rewards, "__iter__"):
+        raise TypeError(
+            f"Reward function {name!r} returned {type(rewards).__name__} {rewards!r:.80}; it must return a list with "
+            f"one float (or None) per completion ({num_samples} here)."
+        )
+    rewards = list(rewards)
+    for reward in rewards:
+        if reward is not None and not isinstance(reward, numbers.Real) and not _is_scalar_tensor(reward):
+            raise TypeError(
+                f"Reward function {name!r} returned a {type(reward).__name__} ({reward!r:.80}) among its rewards; each "
+                "reward must be a float, or None for a sample the function does not apply to."
+            )
+    return rewards
+
+
+def _is_scalar_tensor(value) -> bool:
+    return getattr(value, "ndim", None) == 0 or getattr(value, "shape", None) == ()
+
+
+def guard_reward_function(reward_func, name: str, timeout: float | None, tally: Counter, last_errors: dict):
+    """Wrap a synchronous reward function.
+
+    Counts go to `tally[(name, field)]` for each of `TALLY_FIELDS`; the last exception of a failed call to
+    `last_errors[name]`. A failed call returns None for every sample; ±inf rewards become None.
+    """
+
+    warned = set()
 
     @functools.wraps(reward_func)
     def guarded(**kwargs):
-        completions = kwargs["completions"]
-        result, error = [None], [None]
-
-        def call():
-            try:
-                result[0] = reward_func(**kwargs)
-            except Exception as exc:  # noqa: BLE001 - any user error must stay inside this call
-                error[0] = exc
-
-        if timeout is None:
-            call()
-        else:
-            # A daemon thread can be abandoned if it hangs; the step goes on without its rewards.
-            worker = threading.Thread(target=call, name=f"reward-{name}", daemon=True)
-            worker.start()
-            worker.join(timeout)
-            if worker.is_alive():
-                faults[(name, "timeout")] += 1
-                logger.warning("Reward function %r timed out after %ss; its samples are unscored.", name, timeout)
-                return [None] * len(completions)
-        if error[0] is not None:
-            faults[(name, "error")] += 1
-            logger.warning("Reward function %r raised %r; its samples are unscored.", name, error[0])
-            return [None] * len(completions)
-        rewards = result[0]
-        if isinstance(rewards, (list, tuple)):
-            faults[(name, "none")] += sum(r is None or (isinstance(r, float) and math.isnan(r)) for r in rewards)
+        num_samples = len(kwargs["prompts"])  # TRL always passes `prompts`; `completions` may be absent
+        tally[(name, "calls")] += 1
+        tally[(name, "samples")] += num_samples
+        try:
+            rewards = call_with_timeout(reward_func, kwargs, timeout, name, warned)
+        except RewardTimeout as exc:
+            return _failed(name, "timeout", exc, num_samples, tally, last_errors)
+        except Exception as exc:  # noqa: BLE001 - a fault in user code must stay inside this call
+            return _failed(name, "error", exc, num_samples, tally, last_errors)
+        rewards = _check_rewards(name, rewards, num_samples)
+        for i, reward in enumerate(rewards):
+            if reward is None or math.isnan(reward):
+                tally[(name, "none")] += 1
+            elif math.isinf(reward):
+                tally[(name, "nonfinite")] += 1
+                rewards[i] = None  # an infinite reward would turn its whole group's advantages into NaN
         return rewards
 
     return guarded
+
+
+def _failed(name, kind, exc, num_samples, tally, last_errors):
+    tally[(name, "failed_calls")] += 1
+    tally[(name, kind)] += num_samples
+    last_errors[name] = exc
+    logger.warning("Reward function %r raised %r; its %d samples are unscored.", name, exc, num_samples)
+    return [None] * num_samples
+
+
+class RewardHealth:
+    """Per-step verdicts on reward functions, from per-round totals summed over processes.
+
+    Args:
+        names: reward function names, in `TALLY_FIELDS` row order.
+        patience: consecutive generation steps of total failure that stop training.
+    """
+
+    def __init__(self, names: list[str], patience: int):
+        self.names = names
+        self.patience = patience
+        self._step = Counter()  # (name, field) -> total this step
+        self._scored_this_step = False
+        self._failed_steps = Counter()  # name -> consecutive steps in which every call failed
+        self._unscored_steps = 0  # consecutive steps in which no sample got any reward
+        self._warned_fault_rate: set[str] = set()
+
+    def add_round(self, totals: list[list[float]], any_sample_scored: bool):
+        """`totals[i]` holds `TALLY_FIELDS` for `names[i]`, summed over processes, for one generation round."""
+        for name, row in zip(self.names, totals):
+            for field, value in zip(TALLY_FIELDS, row):
+                self._step[(name, field)] += value
+        self._scored_this_step |= any_sample_scored
+
+    def end_step(self, last_errors: dict):
+        """Close a generation step: warn on high fault rates, raise if a failure has lasted `patience` steps."""
+        for name in self.names:
+            calls, failed, samples = (self._step[(name, f)] for f in ("calls", "failed_calls", "samples"))
+            faults = sum(self._step[(name, kind)] for kind in ("error", "timeout", "nonfinite"))
+            if samples and faults / samples > 0.5 and name not in self._warned_fault_rate:
+                self._warned_fault_rate.add(name)
+                logger.warning(
+                    "Reward function %r failed on %.0f%% of this step's samples (raised, timed out or returned a "
+                    "non-finite value); those samples carry no learning signal. Last error: %r",
+                    name,
+                    100 * faults / samples,
+                    last_errors.get(name),
+                )
+            self._failed_steps[name] = self._failed_steps[name] + 1 if calls and failed == calls else 0
+            if self._failed_steps[name] >= self.patience:
+                error = last_errors.get(name)
+                cause = (
+                    f"{type(error).__name__}: {error}"
+                    if error is not None
+                    else "a timeout or error on another process"
+                )
+                raise RuntimeError(
+                    f"Reward function {name!r} failed on every call for {self.patience} generation steps in a row "
+                    f"(last error: {cause}). This is a bug in the function or its inputs, not a transient fault: fix "
+                    "the function (check it runs on one batch of your dataset outside the trainer), or raise "
+                    "reward_failure_patience if failures this long are expected."
+                )
+        self._unscored_steps = 0 if self._scored_this_step else self._unscored_steps + 1
+        if self._unscored_steps:
+            logger.warning("No sample of this generation step got a reward from any reward function.")
+        if self._unscored_steps >= self.patience:
+            raise RuntimeError(
+                f"No sample got a reward from any reward function (all returned None or failed) for {self.patience} "
+                f"generation steps in a row, so training learns nothing. Reward functions: {self.names}. Make sure at "
+                "least one of them returns a float for the samples of your dataset (None means 'does not apply'), "
+                "or raise reward_failure_patience."
+            )
+        self._step.clear()
+        self._scored_this_step = False

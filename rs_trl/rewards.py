@@ -27,6 +27,7 @@ import atexit
 import json
 import os
 import queue
+import re
 import subprocess
 import sys
 import threading
@@ -34,7 +35,7 @@ import time
 from collections import deque
 from typing import Any
 
-_BOXED = "\\boxed"
+_BOX_OR_BRACE = re.compile(r"\\(?:boxed|fbox)\{|[{}]")
 
 
 def completion_text(completion: Any) -> str:
@@ -50,19 +51,26 @@ def completion_text(completion: Any) -> str:
 
 
 def last_boxed(text: str) -> str | None:
-    r"""Content of the last `\boxed{...}` in `text` (balanced braces), or None if there is no complete one."""
-    start = text.rfind(_BOXED + "{")
-    while start != -1:
-        depth = 0
-        for i in range(start + len(_BOXED), len(text)):
-            if text[i] == "{":
-                depth += 1
-            elif text[i] == "}":
-                depth -= 1
-                if depth == 0:
-                    return text[start + len(_BOXED) + 1 : i]
-        start = text.rfind(_BOXED + "{", 0, start)  # unclosed (e.g. truncated): try an earlier one
-    return None
+    r"""Content of the last complete, non-empty `\boxed{...}` or `\fbox{...}` in `text` (balanced braces), else None.
+
+    Empty boxes are skipped (a model echoing "put your answer in \boxed{}" after answering), and so are unclosed
+    ones (a truncated completion). One pass over the text, so thousands of unclosed boxes cost linear time.
+    """
+    opened = []  # per open brace: where its `\boxed{` / `\fbox{` starts, or None for a plain brace
+    best_start, best = -1, None
+    for match in _BOX_OR_BRACE.finditer(text):
+        token = match.group()
+        if token != "}":
+            opened.append(match.start() if token != "{" else None)
+            continue
+        if not opened:
+            continue
+        box_start = opened.pop()
+        if box_start is not None and box_start > best_start:
+            content = text[text.index("{", box_start) + 1 : match.start()]
+            if content.strip():
+                best_start, best = box_start, content
+    return best
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -197,7 +205,13 @@ class MathVerifier:
         if self._pid != os.getpid():  # a forked child must not share the parent's workers and pipes
             self._reset()
         with self._lock:
-            return self._grade([_text(c) for c in completions], [_text(a) for a in answers])
+            try:
+                return self._grade([_text(c) for c in completions], [_text(a) for a in answers])
+            except BaseException:
+                # Interrupted (a reward_timeout, Ctrl-C): workers may still be grading this call's answers, and
+                # their late scores must not be read as the next call's. Fresh workers keep the next call healthy.
+                self.close()
+                raise
 
     def _grade(self, completions: list[str], answers: list[str]) -> list[float]:
         scores = [0.0] * len(completions)

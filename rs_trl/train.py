@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+import trl
+
 from .config import RSGRPOConfig
 
 DEFAULT_RECIPE = "recipes_default/demo.yaml"
@@ -23,8 +25,12 @@ REWARD_FUNCS = ("math_accuracy_reward", "format_reward")
 
 
 @dataclass
-class ScriptArguments:
-    """What to train on and how to score it (the model itself is in TRL's `ModelConfig`)."""
+class ScriptArguments(trl.ScriptArguments):
+    """TRL's `ScriptArguments` (dataset name and splits) plus what to score the model with.
+
+    The model itself is in TRL's `ModelConfig`. `dataset_config` and `dataset_streaming` are TRL fields that
+    `rs_trl.data.load_math_dataset` has no use for: setting them is an error rather than silently ignored.
+    """
 
     dataset_name: str = field(
         default="arithmetic",
@@ -33,7 +39,6 @@ class ScriptArguments:
             "'arithmetic', 'gsm_symbolic' (generated offline)."
         },
     )
-    dataset_train_split: str = field(default="train", metadata={"help": "Split to train on."})
     dataset_limit: int | None = field(default=None, metadata={"help": "Train on at most this many problems."})
     chat: bool = field(
         default=True,
@@ -136,6 +141,9 @@ def train(script_args: ScriptArguments, training_args: RSGRPOConfig, model_args)
             "model_name_or_path is required: a Hub id, a local directory or 'offline:SmolLM2-135M-Instruct'."
         )
     state = PartialState()
+    for name in ("dataset_config", "dataset_streaming"):
+        if getattr(script_args, name):
+            raise ValueError(f"{name} is not supported by `rs-trl train` (load_math_dataset chooses it); remove it.")
     if script_args.eval_limit < 0:
         raise ValueError(f"eval_limit must be >= 0, got {script_args.eval_limit}.")
     if script_args.eval_limit and state.num_processes > 1:
@@ -154,7 +162,7 @@ def train(script_args: ScriptArguments, training_args: RSGRPOConfig, model_args)
         if script_args.eval_limit:
             eval_dataset = load_math_dataset(
                 script_args.dataset_name,
-                split="test",
+                split=script_args.dataset_test_split,
                 chat=script_args.chat,
                 limit=script_args.eval_limit,
                 seed=training_args.seed,

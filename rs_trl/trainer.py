@@ -12,32 +12,37 @@ from collections import Counter
 from pathlib import Path
 
 import torch
-from datasets import Dataset
+from datasets import Dataset, DatasetDict, IterableDataset, IterableDatasetDict
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, ProcessorMixin, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer
+from trl.trainer.grpo_trainer import EnvironmentFactory, RewardFunc, RolloutFunc
 from trl.trainer.utils import get_config_model_id, is_async_callable, nanstd
 
 from .advantages import risk_sensitive_advantages, zero_variance_groups
 from .config import RSGRPOConfig
 from .dynamic_sampling import (
     RefillSampler,
+    StreamRefill,
     concat_batches,
     group_rows,
     select_rows,
     take_first,
 )
 from .model_card import add_rs_grpo_section
-from .reward_guard import guard_reward_function, required_columns
+from .reward_guard import TALLY_FIELDS, RewardHealth, guard_reward_function, required_columns
 
 DYNAMIC_SAMPLING_STATE = "dynamic_sampling_state.json"
 
 
 def _validate_train_dataset(dataset, reward_funcs, needs_prompt: bool):
-    if dataset is None or not hasattr(dataset, "column_names"):
+    """Errors TRL would only hit mid-step (or never), raised before the model loads. TRL's own checks stay TRL's."""
+    columns = getattr(dataset, "column_names", None)
+    if columns is None:  # no dataset (TRL decides), or a stream whose columns are unknown until read
         return
     if isinstance(dataset, Dataset) and len(dataset) == 0:
         raise ValueError("train_dataset is empty: RS-GRPO needs at least one prompt.")
-    columns = set(dataset.column_names or [])
+    columns = set(columns)
     if needs_prompt and "prompt" not in columns:
         raise ValueError(f"train_dataset needs a 'prompt' column; it has {sorted(columns)}.")
     for func in reward_funcs:
@@ -52,8 +57,10 @@ def _validate_train_dataset(dataset, reward_funcs, needs_prompt: bool):
 class RSGRPOTrainer(GRPOTrainer):
     """Drop-in replacement for [`~trl.GRPOTrainer`] training with Risk-Sensitive GRPO (arXiv 2509.24261).
 
-    Takes the same arguments as `GRPOTrainer`; `args` must be an [`RSGRPOConfig`]. With `risk_beta=0` it
-    trains exactly as `GRPOTrainer` does.
+    The one change w.r.t. GRPOTrainer is the advantage: `(1/β)(exp(β r_i) / mean_j exp(β r_j) - 1)` per group
+    instead of `r_i - mean_j r_j`, plus DAPO dynamic sampling and reward fault isolation. It takes exactly
+    GRPOTrainer's arguments; `args` must be an [`RSGRPOConfig`]. With `risk_beta=0` and `dynamic_sampling=False` it
+    trains exactly as GRPOTrainer does.
     """
 
     _tag_names = ["trl", "grpo", "rs-grpo"]
@@ -71,67 +78,113 @@ class RSGRPOTrainer(GRPOTrainer):
             }"""),
     }
 
-    def __init__(self, model, reward_funcs, args=None, train_dataset=None, *more_args, **kwargs):
+    def __init__(
+        self,
+        model: "str | PreTrainedModel | PeftModel",  # noqa: F821 - peft is optional, as in TRL
+        reward_funcs: RewardFunc | list[RewardFunc] | None = None,
+        args: RSGRPOConfig | None = None,
+        train_dataset: Dataset | IterableDataset | None = None,
+        eval_dataset: Dataset
+        | IterableDataset
+        | DatasetDict
+        | IterableDatasetDict
+        | dict[str, Dataset | IterableDataset]
+        | None = None,
+        processing_class: PreTrainedTokenizerBase | ProcessorMixin | None = None,
+        reward_processing_classes: PreTrainedTokenizerBase | list[PreTrainedTokenizerBase] | None = None,
+        callbacks: list[TrainerCallback] | None = None,
+        optimizers: tuple[torch.optim.Optimizer | None, torch.optim.lr_scheduler.LambdaLR | None] = (None, None),
+        quantization_config: "BitsAndBytesConfig | None" = None,  # noqa: F821 - optional, as in TRL
+        peft_config: "PeftConfig | None" = None,  # noqa: F821 - optional, as in TRL
+        tools: list | None = None,
+        rollout_func: RolloutFunc | None = None,
+        environment_factory: EnvironmentFactory | dict[str, EnvironmentFactory] | None = None,
+    ):
         if args is None:
-            model_name = model if isinstance(model, str) else model.config._name_or_path
+            model_name = model if isinstance(model, str) else get_config_model_id(model.config)
             args = RSGRPOConfig(f"{model_name.split('/')[-1]}-RS-GRPO")
         if not isinstance(args, RSGRPOConfig):
             raise TypeError(f"RSGRPOTrainer needs `args` to be an RSGRPOConfig, got {type(args).__name__}.")
         # Fail on bad data before the model is loaded or anything is generated.
-        funcs = reward_funcs if isinstance(reward_funcs, list) else [reward_funcs]
-        _validate_train_dataset(train_dataset, funcs, needs_prompt=kwargs.get("environment_factory") is None)
-        if args.dynamic_sampling and not isinstance(train_dataset, Dataset):
-            raise ValueError(
-                "dynamic_sampling draws refill prompts by index and needs a map-style `datasets.Dataset` as "
-                f"train_dataset, got {type(train_dataset).__name__}. Set dynamic_sampling=False."
-            )
-        super().__init__(model, reward_funcs, args, train_dataset, *more_args, **kwargs)
+        funcs = reward_funcs if isinstance(reward_funcs, list) else [] if reward_funcs is None else [reward_funcs]
+        _validate_train_dataset(train_dataset, funcs, needs_prompt=environment_factory is None)
+        super().__init__(
+            model,
+            reward_funcs,
+            args,
+            train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            reward_processing_classes=reward_processing_classes,
+            callbacks=callbacks,
+            optimizers=optimizers,
+            quantization_config=quantization_config,
+            peft_config=peft_config,
+            tools=tools,
+            rollout_func=rollout_func,
+            environment_factory=environment_factory,
+        )
 
-        self._reward_faults = Counter()
+        # Guard every synchronous reward function, environment-owned ones included; it still runs where TRL runs it.
+        self._reward_tally, self._reward_errors = Counter(), {}
         self.reward_funcs = [
             func
             if isinstance(func, torch.nn.Module) or is_async_callable(func)
-            else guard_reward_function(func, args.reward_timeout, self._reward_faults)
-            for func in self.reward_funcs
+            else guard_reward_function(func, name, args.reward_timeout, self._reward_tally, self._reward_errors)
+            for func, name in zip(self.reward_funcs, self.reward_func_names)
         ]
-        # Its own seeded pass over the training set, so refills never disturb the main dataloader's order.
-        self._refill_sampler = RefillSampler(len(train_dataset), args.seed + 1) if args.dynamic_sampling else None
+        self._reward_health = RewardHealth(self.reward_func_names, args.reward_failure_patience)
+        # Its own seeded pass over the training set (TRL's placeholder rows when an environment owns the data), so
+        # refills never disturb the main dataloader's order.
+        self._refill_sampler = None
+        if args.dynamic_sampling:
+            if isinstance(self.train_dataset, IterableDataset):
+                self._refill_sampler = StreamRefill(self.train_dataset, args.seed + 1)
+            else:
+                self._refill_sampler = RefillSampler(len(self.train_dataset), args.seed + 1)
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         # Rewards of all processes, in global order: the only input the risk-sensitive advantage needs.
         self._gathered_rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
-        self._log_reward_faults()
+        self._account_reward_faults(self._gathered_rewards_per_func)
         return self._gathered_rewards_per_func
 
-    def _log_reward_faults(self):
-        """Per reward function, samples lost this round to errors, timeouts and None/NaN, summed over processes."""
-        kinds = ("error", "timeout", "none")
+    def _account_reward_faults(self, gathered_rewards_per_func: torch.Tensor):
+        """Log this round's reward faults per function (`rewards/<name>/faults_<kind>`, samples summed over
+        processes) and hand the totals to the health check, so every process takes the same decision."""
         local = torch.tensor(
-            [[self._reward_faults[(name, kind)] for kind in kinds] for name in self.reward_func_names],
+            [[self._reward_tally[(name, field)] for field in TALLY_FIELDS] for name in self.reward_func_names],
             dtype=torch.float32,
             device=self.accelerator.device,
         )
-        self._reward_faults.clear()
-        totals = self.accelerator.gather(local.unsqueeze(0)).sum(dim=0)
+        self._reward_tally.clear()
+        totals = self.accelerator.gather(local.unsqueeze(0)).sum(dim=0).tolist()
         mode = "train" if self.model.training else "eval"
-        for name, row in zip(self.reward_func_names, totals.tolist()):
-            for kind, count in zip(kinds, row):
-                self._metrics[mode][f"rewards/{name}/faults_{kind}"].append(count)
+        for name, row in zip(self.reward_func_names, totals):
+            for field, count in zip(TALLY_FIELDS, row):
+                if field not in ("calls", "failed_calls", "samples"):
+                    self._metrics[mode][f"rewards/{name}/faults_{field}"].append(count)
+        if mode == "train":
+            scored = bool((~torch.isnan(gathered_rewards_per_func)).any())
+            self._reward_health.add_round(totals, scored)
 
     def _generate_and_score_completions(self, inputs):
         if self.model.training and self.args.dynamic_sampling:
-            return self._generate_with_dynamic_sampling(inputs)
-        mode = "train" if self.model.training else "eval"
-        group_size = self.num_generations if mode == "train" else self.num_generations_eval
-        output, rewards, advantages = self._score_round(inputs, group_size)
-        output["advantages"] = self._local_slice(advantages)
-        self._log_risk_metrics(mode, rewards, advantages, group_size)
+            output = self._generate_with_dynamic_sampling(inputs)
+        else:
+            mode = "train" if self.model.training else "eval"
+            group_size = self.num_generations if mode == "train" else self.num_generations_eval
+            output, rewards, advantages = self._score_round(inputs, group_size)
+            output["advantages"] = self._local_slice(advantages)
+            self._log_risk_metrics(mode, rewards, advantages, group_size)
+        if self.model.training:
+            self._reward_health.end_step(self._reward_errors)
         return output
 
     def _score_round(self, inputs, group_size: int):
         """TRL's generation and scoring of one batch: its output, and the rewards and advantages of all processes."""
         output = super()._generate_and_score_completions(inputs)
-        rewards = self._total_rewards(self._gathered_rewards_per_func)
+        rewards = self._total_rewards(self._gathered_rewards_per_func, group_size)
         advantages = self._advantages(rewards, group_size)
         # TRL just appended its own global advantages for the completions table; swap in ours.
         logged = self._logs["advantages"]
@@ -224,9 +277,12 @@ class RSGRPOTrainer(GRPOTrainer):
     def _refill_inputs(self, num_groups: int, group_size: int) -> list[dict]:
         """`num_groups` fresh prompts for this process, each repeated `group_size` times, as TRL's sampler does."""
         num_processes = self.accelerator.num_processes
-        indices = self._refill_sampler.take(num_groups * num_processes)
-        mine = indices[self.accelerator.process_index * num_groups : (self.accelerator.process_index + 1) * num_groups]
-        return [self.train_dataset[index] for index in mine for _ in range(group_size)]
+        drawn = self._refill_sampler.take(num_groups * num_processes)
+        mine = drawn[self.accelerator.process_index * num_groups : (self.accelerator.process_index + 1) * num_groups]
+        rows = (
+            [self.train_dataset[index] for index in mine] if isinstance(self._refill_sampler, RefillSampler) else mine
+        )
+        return [row for row in rows for _ in range(group_size)]
 
     def create_model_card(self, model_name=None, dataset_name=None, tags=None):
         """TRL's card plus an "RS-GRPO settings" section (risk_beta, base model, dataset, update settings)."""
@@ -251,17 +307,29 @@ class RSGRPOTrainer(GRPOTrainer):
             with open(path) as f:
                 self._refill_sampler.load_state_dict(json.load(f))
 
-    def _total_rewards(self, rewards_per_func: torch.Tensor) -> torch.Tensor:
-        """Weighted sum over reward functions, NaN where every function returned None (TRL's semantics)."""
+    def _total_rewards(self, rewards_per_func: torch.Tensor, group_size: int) -> torch.Tensor:
+        """One reward per sample, as TRL's `multi_objective_aggregation` defines it; NaN where every function
+        returned None. `sum_then_normalize`: the weighted sum. `normalize_then_sum`: the weighted sum of each
+        function's rewards normalised within the group (GDPO)."""
+        if self.multi_objective_aggregation == "normalize_then_sum":
+            grouped = rewards_per_func.view(-1, group_size, rewards_per_func.size(1))
+            mean = torch.nanmean(grouped, dim=1, keepdim=True)
+            std = nanstd(grouped, dim=1, keepdim=True) if group_size > 1 else torch.zeros_like(mean)
+            per_func = ((grouped - mean) / (std + 1e-4)).view_as(rewards_per_func)
+        else:
+            per_func = rewards_per_func
         weights = self.reward_weights.to(rewards_per_func.device).unsqueeze(0)
-        rewards = (rewards_per_func * weights).nansum(dim=1)
+        rewards = (per_func * weights).nansum(dim=1)
         rewards[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan
         return rewards
 
     def _advantages(self, rewards: torch.Tensor, group_size: int) -> torch.Tensor:
-        """Risk-sensitive advantage in place of GRPO's `r - mean`, then TRL's optional std scaling."""
+        """Risk-sensitive advantage in place of GRPO's `r - mean`, then the std scaling TRL would apply."""
         advantages = risk_sensitive_advantages(rewards, group_size, self.args.risk_beta)
-        if self.scale_rewards == "group":
+        if self.multi_objective_aggregation == "normalize_then_sum":  # TRL always scales this one by the batch std
+            std = nanstd(rewards) if rewards.numel() > 1 else torch.zeros_like(rewards)
+            advantages = advantages / (std + 1e-4)
+        elif self.scale_rewards == "group":
             std = nanstd(rewards.view(-1, group_size), dim=1).repeat_interleave(group_size)
             advantages = advantages / (std + 1e-4)
         elif self.scale_rewards == "batch":

@@ -129,3 +129,21 @@ def test_evaluate_with_loaded_model_and_custom_dataset(tiny_model_dir):
     assert model.training  # a trainer's live model is handed back in training mode
     with pytest.raises(ValueError, match="lacks column"):
         evaluate_pass_at_k(model, {"bad": Dataset.from_dict({"prompt": ["x"]})}, n=1, tokenizer=tokenizer)
+
+
+def test_transformers_backend_pads_with_eos_when_the_tokenizer_has_no_pad_token(tmp_path):
+    """Llama-3.1-Instruct's tokenizer has no pad token; batched sampling must still work (pad = eos, as TRL)."""
+    from transformers import AutoTokenizer
+
+    from rs_trl.evaluation import TransformersSampler
+    from rs_trl.tiny import build_tiny_model
+
+    model_dir = build_tiny_model(tmp_path / "model")
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer.pad_token = None
+    tokenizer.save_pretrained(model_dir)
+    assert AutoTokenizer.from_pretrained(model_dir).pad_token is None
+    sampler = TransformersSampler(str(model_dir), batch_size=4)
+    completions = sampler.sample(["1 + 1 =", "a much longer prompt: 2 + 2 ="], 2, 1.0, 1.0, 4, desc="no pad")
+    assert [len(c) for c in completions] == [2, 2]
+    assert sampler.tokenizer.pad_token == sampler.tokenizer.eos_token

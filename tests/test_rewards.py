@@ -27,6 +27,10 @@ CASES = [
     (r"first \boxed{5}, corrected: \boxed{7}", "7", 1.0),  # the last box wins
     (r"first \boxed{5}, corrected: \boxed{7}", "5", 0.0),
     (r"\boxed{7} and then \boxed{", "7", 1.0),  # a truncated last box falls back to the complete one
+    (r"So \boxed{7}. Put your final answer within \boxed{}.", "7", 1.0),  # a trailing empty box is skipped
+    (r"\boxed{7} \boxed{ }", "7", 1.0),
+    (r"\fbox{7}", "7", 1.0),  # \fbox is a box too
+    (r"\boxed{5} then \fbox{7}", "7", 1.0),
     ("The answer is 42.", "42", 1.0),  # no box: Math-Verify's default extraction
     (r"\boxed{\frac{1}{", "1/2", 0.0),  # malformed input
     ("", "1", 0.0),
@@ -56,6 +60,8 @@ def test_last_boxed_and_format_reward():
     assert last_boxed(r"\boxed{1} then \boxed{\frac{a}{b}}") == r"\frac{a}{b}"
     assert last_boxed(r"\boxed{3} \boxed{4") == "3"
     assert last_boxed("no box") is None
+    assert last_boxed(r"\boxed{2} and \boxed{}") == "2"
+    assert last_boxed(r"\fbox{x} then \boxed{\boxed{3}}") == "3"
     completions = [r"\boxed{3}", r"\boxed{}", "3", r"\boxed{3", [{"role": "assistant", "content": r"\boxed{x}"}]]
     assert format_reward(completions) == [1.0, 0.0, 0.0, 0.0, 1.0]
 

@@ -34,7 +34,8 @@ MISSING_MODEL = "/nonexistent/model-must-not-be-loaded"
         (dict(dynamic_sampling_on_exhaustion="retry"), "dynamic_sampling_on_exhaustion"),
         (dict(reward_timeout=0), "reward_timeout"),
         (dict(scale_rewards="std"), "scale_rewards"),
-        (dict(multi_objective_aggregation="normalize_then_sum"), "multi_objective_aggregation"),
+        (dict(reward_failure_patience=0), "reward_failure_patience"),
+        (dict(reward_failure_patience=1.5), "reward_failure_patience"),
     ],
 )
 def test_bad_config_names_the_field(tmp_path, overrides, field):

@@ -53,6 +53,22 @@ def test_unknown_offline_model_is_a_clear_error(tmp_path):
         train(script_args, training_args, model_args)
 
 
+def test_script_arguments_are_trls_plus_ours(tmp_path):
+    import trl
+
+    script_args, _, _ = parse_args(["--output_dir", str(tmp_path), "--dataset_test_split", "validation"])
+    assert isinstance(script_args, trl.ScriptArguments)
+    assert script_args.dataset_test_split == "validation" and script_args.dataset_name == "arithmetic"
+
+
+def test_unused_trl_dataset_fields_are_an_error_not_ignored(tmp_path):
+    script_args, training_args, model_args = parse_args(
+        ["--output_dir", str(tmp_path), "--dataset_streaming", "true", "--model_name_or_path", "/nonexistent"]
+    )
+    with pytest.raises(ValueError, match="dataset_streaming is not supported"):
+        train(script_args, training_args, model_args)
+
+
 @pytest.mark.slow
 def test_demo_code_path_with_tiny_model(tiny_model, tmp_path):
     """`rs-trl train` without --config: the packaged demo recipe, with the model swapped for the tiny one."""

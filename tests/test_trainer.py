@@ -8,6 +8,7 @@ from trl import GRPOConfig, GRPOTrainer
 
 from rs_trl import RSGRPOTrainer, risk_sensitive_advantages
 from tests.conftest import cpu_args
+from tests.helpers import grpo_config_like
 
 
 def digit_reward(completions, **kwargs):
@@ -25,14 +26,6 @@ def prompts_dataset(n=16):
 
 def generation_batch(num_generations, n_prompts=2):
     return [{"prompt": f"Compute {i} + 7."} for i in range(n_prompts) for _ in range(num_generations)]
-
-
-def grpo_config_like(rs_args):
-    """The GRPOConfig a TRL user would write for the same run (every field RSGRPOConfig shares)."""
-    shared = {k: v for k, v in rs_args.to_dict().items() if k in GRPOConfig.__dataclass_fields__}
-    shared = {k: getattr(rs_args, k) for k in shared if GRPOConfig.__dataclass_fields__[k].init}
-    shared.pop("generation_batch_size", None)
-    return GRPOConfig(**shared)
 
 
 @pytest.mark.parametrize("scale_rewards", ["none", "group", "batch"])

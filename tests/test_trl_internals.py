@@ -21,7 +21,8 @@ def test_overridden_method_signatures():
     expected = {
         "_generate_and_score_completions": ["self", "inputs"],
         "_calculate_rewards": ["self", "inputs", "prompts", "completions", "completion_ids_list"],
-        "_prepare_inputs": ["self", "generation_batch"],
+        "_save_checkpoint": ["self", "model", "trial"],
+        "_load_optimizer_and_scheduler": ["self", "checkpoint"],
     }
     for name, params in expected.items():
         actual = list(inspect.signature(getattr(GRPOTrainer, name)).parameters)
@@ -41,8 +42,20 @@ def test_advantage_flow_inside_generate_and_score():
         "advantages = advantages / (std_rewards + 1e-4)",
     ):
         assert needle in source, MOVED.format(f"`{needle}` no longer in _generate_and_score_completions")
+    # normalize_then_sum: our `_total_rewards`/`_advantages` reproduce this aggregation and its batch-std scaling.
+    for needle in (
+        "reward_k = (grouped - mean_k) / (std_k + 1e-4)",
+        "rewards = (reward_k * self.reward_weights.to(device).unsqueeze(0)).nansum(dim=1)",
+        "advantages = (rewards - torch.nanmean(rewards)) / (std_rewards + 1e-4)",
+    ):
+        assert needle in source, MOVED.format(f"normalize_then_sum: `{needle}` changed")
     gather_source = inspect.getsource(GRPOTrainer._calculate_rewards)
     assert "gather(rewards_per_func)" in gather_source, MOVED.format("_calculate_rewards no longer gathers")
+    # The reward guard wraps synchronous reward functions, which TRL calls in its own thread with these keywords.
+    assert "output_reward_func = reward_func(\n" in gather_source and (
+        "prompts=prompts, completions=completions, completion_ids=completion_ids_list, **reward_kwargs"
+        in gather_source
+    ), MOVED.format("the synchronous reward call")
 
 
 def test_logs_and_buffers_we_touch():
