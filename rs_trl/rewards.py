@@ -299,7 +299,7 @@ def default_verifier() -> MathVerifier:
 def math_accuracy_reward(completions: list, answer: list[str], **kwargs) -> list[float]:
     r"""TRL reward function: 1.0 if the completion's final answer equals `answer` under Math-Verify, else 0.0.
 
-    The final answer is the last `\boxed{...}` if there is one, otherwise what Math-Verify's default extraction
+    The final answer is the last non-empty `\boxed{...}` or `\fbox{...}` if there is one, otherwise what Math-Verify's default extraction
     finds (e.g. "the final answer is $3$"). Works for plain-text (`list[str]`) and conversational
     (`list[list[dict]]`) completions; `answer` is the dataset's `answer` column, which TRL passes by name.
     Never raises on bad completions and never takes more than ~5 s per completion (see `MathVerifier`).
