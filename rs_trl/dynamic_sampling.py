@@ -1,71 +1,135 @@
-"""DAPO dynamic sampling helpers: which groups to keep, a refill prompt stream, merging generation rounds.
+"""DAPO dynamic sampling: which groups to train on, how many to generate, where refill prompts come from.
+
+The whole policy lives here; the trainer only runs generation rounds and asks `DynamicSampler` what to do.
+
+Cost model (a GPU cluster with vLLM): a generation round costs about its longest completion, almost regardless of
+how many groups it holds, so what matters is the number of sequential rounds, then the samples generated. The
+policy therefore predicts: it keeps a running estimate p of the fraction of zero-variance groups (groups whose
+rewards are all equal, so they teach nothing) and generates, in the same round as the main batch, the extra groups
+the step is expected to need, plus a safety margin of about one standard deviation. A refill round, when still
+needed, is sized the same way for what is missing. Informative groups are pooled over processes (a global quota):
+a process short of groups takes another process's surplus, which cuts the rounds that small per-process quotas
+would otherwise need. Surplus beyond the quota is dropped, not carried over: by the next step the policy has moved.
 
 Which groups carry no signal is `rs_trl.advantages.zero_variance_groups`, the test the advantage itself uses.
-
-Pure tensor/data plumbing; the trainer decides when to call them.
 """
 
 import itertools
+import math
 
 import torch
 
-# How to pad each per-row tensor TRL's `_generate_and_score_completions` returns when rounds are merged.
-_LEFT_PADDED = {"prompt_ids", "prompt_mask"}
-_RIGHT_PADDED = {
-    "completion_ids",
-    "completion_mask",
-    "old_per_token_logps",
-    "ref_per_token_logps",
-    "sampling_per_token_logps",
-    "importance_sampling_ratio",
-    "tool_mask",
-}
-_PER_ROW_1D = {"advantages"}
-_BATCH_SCALARS = {"num_items_in_batch"}
+# Cap on the estimated zero-variance rate used for sizing rounds: a pessimistic estimate must not make one round
+# absurdly large (at 0.8 a round holds at most about 5x the missing groups, plus the margin).
+_MAX_ESTIMATE = 0.8
+# Weight of the newest step in the running estimate of the zero-variance rate.
+_ESTIMATE_MOMENTUM = 0.3
 
 
-def take_first(candidates: torch.Tensor, quota: torch.Tensor) -> torch.Tensor:
-    """For each row of a [processes, groups] bool mask, keep the first `quota[row]` True entries."""
-    return candidates & (candidates.long().cumsum(dim=1) <= quota.unsqueeze(1))
+def groups_to_generate(missing: int, zero_variance_rate: float, num_processes: int) -> int:
+    """Groups each process should generate to find `missing` informative groups in one round, usually.
+
+    Informative groups among n generated ~ Binomial(n, 1 - p). Generating (missing + sqrt(missing * p)) / (1 - p)
+    covers the mean plus about one standard deviation, so a further round is needed in roughly one step in six,
+    while the samples generated stay within ~1 + sqrt(p / missing) of the 1 / (1 - p) minimum.
+    """
+    p = min(max(zero_variance_rate, 0.0), _MAX_ESTIMATE)
+    total = (missing + math.sqrt(missing * p)) / (1.0 - p)
+    return max(1, math.ceil(total / num_processes))
 
 
-def group_rows(group_mask: torch.Tensor, group_size: int) -> torch.Tensor:
-    """Row indices of the samples of the selected groups (a group is `group_size` contiguous rows)."""
-    groups = group_mask.nonzero().flatten()
-    return (groups.unsqueeze(1) * group_size + torch.arange(group_size, device=groups.device)).flatten()
+class DynamicSampler:
+    """The refill policy of one trainer: round sizes, which groups each process trains on, and its state.
 
+    Args:
+        refill: a `RefillSampler` (map-style dataset) or `StreamRefill` (`IterableDataset`) for refill prompts.
+        num_processes: processes training together.
+        groups_per_process: groups each process hands to the loss per generation step.
+        max_rounds: refill rounds allowed after the main round.
+    """
 
-def select_rows(batch: dict, rows: torch.Tensor) -> dict:
-    """The given rows of every per-row tensor of a scored batch."""
-    return {key: value if key in _BATCH_SCALARS else value[rows.to(value.device)] for key, value in batch.items()}
+    def __init__(self, refill, num_processes: int, groups_per_process: int, max_rounds: int):
+        self.refill = refill
+        self.num_processes = num_processes
+        self.groups_per_process = groups_per_process
+        self.max_rounds = max_rounds
+        self.zero_variance_rate = 0.0  # no evidence yet: the first step generates no extra groups
+        self._informative = []  # per round: [processes, groups] bool
+        self._zero_variance = []
 
+    @property
+    def quota(self) -> int:
+        return self.num_processes * self.groups_per_process
 
-def concat_batches(batches: list[dict], pad_token_id: int) -> dict:
-    """Concatenate scored batches of different sequence lengths, padding as TRL does (prompts left, rest right)."""
-    keys = batches[0].keys()
-    unsupported = set(keys) - _LEFT_PADDED - _RIGHT_PADDED - _PER_ROW_1D - _BATCH_SCALARS
-    if unsupported:
-        raise NotImplementedError(
-            f"dynamic_sampling cannot merge batches with {sorted(unsupported)} (multimodal inputs); "
-            "set dynamic_sampling=False."
-        )
-    merged = {}
-    for key in keys:
-        values = [batch[key] for batch in batches if batch[key] is not None]
-        if key in _BATCH_SCALARS or not values:
-            merged[key] = None if not values else values[0]
-            continue
-        if key in _PER_ROW_1D:
-            merged[key] = torch.cat(values)
-            continue
-        width = max(value.size(1) for value in values)
-        fill = {"prompt_ids": pad_token_id, "completion_ids": pad_token_id, "tool_mask": 1}.get(key, 0)
-        padded = []
-        for value in values:
-            padding = value.new_full((value.size(0), width - value.size(1)), fill)
-            padded.append(torch.cat([padding, value] if key in _LEFT_PADDED else [value, padding], dim=1))
-        merged[key] = torch.cat(padded)
-    return merged
+    def start_step(self) -> int:
+        """Begin a generation step; returns the extra refill groups per process to add to the main round."""
+        self._informative, self._zero_variance = [], []
+        predicted = groups_to_generate(self.quota, self.zero_variance_rate, self.num_processes)
+        return max(predicted - self.groups_per_process, 0)
+
+    def observe(self, zero_variance: torch.Tensor) -> int:
+        """Record a round's [processes, groups] zero-variance mask; returns groups per process for the next round
+        (0: the step has what it needs, or no rounds are left)."""
+        self._informative.append(~zero_variance)
+        self._zero_variance.append(zero_variance)
+        missing = self.quota - self.informative_groups
+        if missing <= 0 or len(self._informative) > self.max_rounds:
+            return 0
+        return groups_to_generate(missing, self.zero_variance_rate, self.num_processes)
+
+    @property
+    def informative_groups(self) -> int:
+        return int(sum(mask.sum() for mask in self._informative))
+
+    @property
+    def generated_groups(self) -> int:
+        return sum(mask.numel() for mask in self._informative)
+
+    def finish_step(self) -> tuple[list[list[tuple[int, int, int]]], int]:
+        """Assign groups to processes and update the estimate.
+
+        Returns, for each process, its `groups_per_process` groups as (owner process, round, index in that
+        process's round), and the number of padding groups (zero-variance groups filling a shortfall). Each
+        process keeps its own informative groups first and takes other processes' surplus for the rest; padding
+        comes from zero-variance groups the same way.
+        """
+        zero_variance = sum(int(mask.sum()) for mask in self._zero_variance)
+        observed = zero_variance / max(self.generated_groups, 1)
+        if self.zero_variance_rate == 0.0 and self.generated_groups:
+            self.zero_variance_rate = observed
+        else:
+            self.zero_variance_rate += _ESTIMATE_MOMENTUM * (observed - self.zero_variance_rate)
+        informative = self._assign(self._informative, [[] for _ in range(self.num_processes)])
+        padding = self.quota - sum(len(groups) for groups in informative)
+        return self._assign(self._zero_variance, informative), padding
+
+    def _assign(self, masks, assigned):
+        """Fill each process's list up to the quota from the groups marked in `masks`, own groups first."""
+        pool = [
+            [
+                (process, round_index, int(group))
+                for round_index, mask in enumerate(masks)
+                for group in mask[process].nonzero()
+            ]
+            for process in range(self.num_processes)
+        ]
+        for process, groups in enumerate(assigned):  # own groups first: nothing to move between processes
+            room = self.groups_per_process - len(groups)
+            groups += pool[process][:room]
+            pool[process] = pool[process][room:]
+        spare = list(itertools.chain.from_iterable(pool))
+        for groups in assigned:
+            room = self.groups_per_process - len(groups)
+            groups += spare[:room]
+            spare = spare[room:]
+        return assigned
+
+    def state_dict(self) -> dict:
+        return {"refill": self.refill.state_dict(), "zero_variance_rate": self.zero_variance_rate}
+
+    def load_state_dict(self, state: dict):
+        self.refill.load_state_dict(state["refill"])
+        self.zero_variance_rate = state["zero_variance_rate"]
 
 
 class RefillSampler:

@@ -5,6 +5,7 @@ then replace the advantages it produced with ours, computed from the same gather
 in `_calculate_rewards`). Loss, generation, vLLM, PEFT, logging and checkpointing stay TRL's.
 """
 
+import contextlib
 import json
 import os
 import textwrap
@@ -12,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 import torch
+from accelerate.utils import gather_object
 from datasets import Dataset, DatasetDict, IterableDataset, IterableDatasetDict
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, ProcessorMixin, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
@@ -21,14 +23,7 @@ from trl.trainer.utils import get_config_model_id, is_async_callable, nanstd
 
 from .advantages import risk_sensitive_advantages, zero_variance_groups
 from .config import RSGRPOConfig
-from .dynamic_sampling import (
-    RefillSampler,
-    StreamRefill,
-    concat_batches,
-    group_rows,
-    select_rows,
-    take_first,
-)
+from .dynamic_sampling import DynamicSampler, RefillSampler, StreamRefill
 from .model_card import add_rs_grpo_section
 from .reward_guard import TALLY_FIELDS, RewardHealth, guard_reward_function, required_columns
 
@@ -108,6 +103,11 @@ class RSGRPOTrainer(GRPOTrainer):
         # Fail on bad data before the model is loaded or anything is generated.
         funcs = reward_funcs if isinstance(reward_funcs, list) else [] if reward_funcs is None else [reward_funcs]
         _validate_train_dataset(train_dataset, funcs, needs_prompt=environment_factory is None)
+        columns = getattr(train_dataset, "column_names", None) or []
+        if args.dynamic_sampling and {"image", "images"} & set(columns):
+            raise ValueError(
+                "dynamic_sampling does not support multimodal (image) datasets yet: set dynamic_sampling=False."
+            )
         super().__init__(
             model,
             reward_funcs,
@@ -136,12 +136,16 @@ class RSGRPOTrainer(GRPOTrainer):
         self._reward_health = RewardHealth(self.reward_func_names, args.reward_failure_patience)
         # Its own seeded pass over the training set (TRL's placeholder rows when an environment owns the data), so
         # refills never disturb the main dataloader's order.
-        self._refill_sampler = None
+        self._dynamic_sampler = None
         if args.dynamic_sampling:
             if isinstance(self.train_dataset, IterableDataset):
-                self._refill_sampler = StreamRefill(self.train_dataset, args.seed + 1)
+                refill = StreamRefill(self.train_dataset, args.seed + 1)
             else:
-                self._refill_sampler = RefillSampler(len(self.train_dataset), args.seed + 1)
+                refill = RefillSampler(len(self.train_dataset), args.seed + 1)
+            groups_per_process = args.per_device_train_batch_size * args.steps_per_generation // args.num_generations
+            self._dynamic_sampler = DynamicSampler(
+                refill, self.accelerator.num_processes, groups_per_process, args.dynamic_sampling_max_rounds
+            )
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         # Rewards of all processes, in global order: the only input the risk-sensitive advantage needs.
@@ -199,89 +203,181 @@ class RSGRPOTrainer(GRPOTrainer):
         return global_values[start : start + local_size]
 
     def _generate_with_dynamic_sampling(self, inputs):
-        """Generate, drop zero-variance groups, and refill only the missing groups until the batch is full.
+        """DAPO dynamic sampling at one TRL scoring pass per step over exactly the trained rows.
 
-        Every decision is taken on rewards gathered from all processes, so all processes run the same rounds
-        (generation and reward gathering are collective) and each keeps exactly its own share of whole groups.
+        Scout rounds run TRL's generation and reward scoring with its no-grad forward passes (old-policy and
+        reference log-probs) switched off; `DynamicSampler` decides from the gathered rewards how many groups the
+        next round needs and, at the end, which groups each process trains on. Then one replay runs TRL's
+        `_generate_and_score_completions` on the kept groups, with generation and rewards taken from the scout
+        rounds: TRL's own code computes the log-probs, the vLLM importance-sampling ratio, `num_items_in_batch`,
+        the metrics and the completions table for exactly the rows the loss sees. All processes take every
+        decision on gathered values, so they run the same rounds and collectives.
         """
-        group_size, rank = self.num_generations, self.accelerator.process_index
+        sampler, group_size = self._dynamic_sampler, self.num_generations
         num_processes = self.accelerator.num_processes
-        quota = len(inputs) // group_size  # groups each process must hand to the loss
-        missing = torch.full((num_processes,), quota)
-        kept_rows, dropped_rows = [], []  # this process's rows, per round
-        kept_rewards, dropped_rewards = [], []  # [processes, groups, group_size] per round, for every process
-        generated = zero_variance = surplus = 0
-        round_inputs, rounds = inputs, 0
-        while True:
-            output, rewards, _ = self._score_round(round_inputs, group_size)
-            rewards = rewards.cpu()
-            per_process = rewards.view(num_processes, -1, group_size)
-            no_signal = zero_variance_groups(rewards, group_size).view(num_processes, -1)
-            keep = take_first(~no_signal, missing)
-            generated += no_signal.numel()
-            zero_variance += int(no_signal.sum())
-            surplus += int((~no_signal & ~keep).sum())
-            missing -= keep.sum(dim=1)
-            kept_rows.append(select_rows(output, group_rows(keep[rank], group_size)))
-            dropped_rows.append(select_rows(output, group_rows(no_signal[rank], group_size)))
-            kept_rewards.append([per_process[p][keep[p]] for p in range(num_processes)])
-            dropped_rewards.append([per_process[p][no_signal[p]] for p in range(num_processes)])
-            if missing.max() == 0 or rounds == self.args.dynamic_sampling_max_rounds:
-                break
-            rounds += 1
-            round_inputs = self._refill_inputs(int(missing.max()), group_size)
-
-        padded_groups = int(missing.sum())
-        if padded_groups and self.args.dynamic_sampling_on_exhaustion == "error":
+        metrics = self._metrics["train"]
+        logged_before = {key: len(values) for key, values in metrics.items()}
+        rounds = []  # per round: this process's groups, and the gathered rewards [processes, groups, G, funcs]
+        round_inputs = inputs + self._refill_inputs(sampler.start_step(), group_size)
+        with self._vllm_awake_for_step():
+            while round_inputs:
+                groups, rewards_per_func = self._scout(round_inputs, group_size)
+                rounds.append((groups, rewards_per_func.view(num_processes, -1, group_size, rewards_per_func.size(1))))
+                zero_variance = zero_variance_groups(self._total_rewards(rewards_per_func, group_size), group_size)
+                round_inputs = self._refill_inputs(
+                    sampler.observe(zero_variance.view(num_processes, -1).cpu()), group_size
+                )
+        generated, informative = sampler.generated_groups, sampler.informative_groups
+        assignment, padded = sampler.finish_step()
+        if padded and self.args.dynamic_sampling_on_exhaustion == "error":
             raise RuntimeError(
-                f"Dynamic sampling could not fill the batch after {rounds} extra generation rounds: "
-                f"{zero_variance / generated:.0%} of the {generated} groups generated for this step had zero reward "
-                f"variance (every completion of the prompt scored the same), and {padded_groups} groups are missing. "
+                f"Dynamic sampling could not fill the batch after {len(rounds) - 1} extra generation rounds: "
+                f"{1 - informative / generated:.0%} of the {generated} groups generated for this step had zero reward "
+                f"variance (every completion of the prompt scored the same), and {padded} groups are missing. "
                 "Raise dynamic_sampling_max_rounds, use prompts of more suitable difficulty, set "
                 "dynamic_sampling_on_exhaustion='pad', or set dynamic_sampling=False."
             )
-        if padded_groups:
-            # Least-bad filler: dropped groups have zero advantage, so they add tokens but no gradient.
-            pad_rows = concat_batches(dropped_rows, self._tokenizer.pad_token_id)
-            kept_rows.append(select_rows(pad_rows, torch.arange(int(missing[rank]) * group_size)))
-            all_dropped = [torch.cat([r[p] for r in dropped_rewards]) for p in range(num_processes)]
-            kept_rewards.append([all_dropped[p][: int(missing[p])] for p in range(num_processes)])
+        generated_rewards = torch.cat([self._total_rewards(r.flatten(0, 2), group_size) for _, r in rounds])
+        step_metrics = collapse_round_metrics(metrics, logged_before)
 
-        batch = concat_batches(kept_rows, self._tokenizer.pad_token_id)
-        rewards = torch.cat([torch.cat([r[p] for r in kept_rewards]).flatten() for p in range(num_processes)]).to(
-            self.accelerator.device
-        )
-        advantages = self._advantages(rewards, group_size)
+        kept_rewards = torch.stack([rounds[r][1][owner, g] for groups in assignment for owner, r, g in groups])
+        self._gathered_rewards_per_func = kept_rewards.flatten(0, 1)
+        batch, rewards, advantages = self._replay(self._take_assigned_groups(rounds, assignment))
         batch["advantages"] = self._local_slice(advantages)
-        # Token-level loss normalisation must count the tokens of the batch that is trained on.
-        loss_mask = (
-            batch["completion_mask"]
-            if batch.get("tool_mask") is None
-            else batch["completion_mask"] * batch["tool_mask"]
-        )
-        batch["num_items_in_batch"] = self.accelerator.gather(loss_mask.sum()).sum()
 
-        metrics = self._metrics["train"]
-        kept_groups = num_processes * quota - padded_groups
-        metrics["dynamic_sampling/rounds"].append(float(rounds))
-        metrics["dynamic_sampling/groups_generated"].append(float(generated))
-        metrics["dynamic_sampling/groups_kept"].append(float(kept_groups))
-        metrics["dynamic_sampling/frac_zero_variance_before_filter"].append(zero_variance / generated)
-        metrics["dynamic_sampling/samples_per_kept_sample"].append(generated / max(kept_groups, 1))
-        metrics["dynamic_sampling/padded_groups"].append(float(padded_groups))
-        metrics["dynamic_sampling/surplus_groups_dropped"].append(float(surplus))
-        metrics["dynamic_sampling/refill_prompts_drawn"].append(float(self._refill_sampler.drawn))
+        self._log_trained_completions(batch)
+        for name, value in step_metrics.items():
+            metrics[name].append(value)
+        values = {
+            "rounds": len(rounds) - 1,
+            "groups_generated": generated,
+            "groups_kept": sampler.quota - padded,
+            "frac_zero_variance_before_filter": 1 - informative / generated,
+            "samples_per_kept_sample": generated / max(sampler.quota - padded, 1),
+            "padded_groups": padded,
+            "surplus_groups_dropped": max(informative - sampler.quota, 0),
+            "refill_prompts_drawn": sampler.refill.drawn,
+            "zero_variance_rate_estimate": sampler.zero_variance_rate,
+            "generated_reward_mean": torch.nanmean(generated_rewards).item(),
+        }
+        for name, value in values.items():
+            metrics[f"dynamic_sampling/{name}"].append(float(value))
         self._log_risk_metrics("train", rewards, advantages, group_size)
         return batch
 
+    def _log_trained_completions(self, batch: dict):
+        """TRL's `completions/*` length metrics, for the trained rows (the replay does not call `_generate`)."""
+        lengths = batch["completion_mask"].sum(dim=1)
+        last_tokens = batch["completion_ids"].gather(1, (lengths - 1).clamp(min=0).unsqueeze(1)).squeeze(1)
+        ends = torch.tensor([*self.eos_token_ids, self._tokenizer.pad_token_id], device=last_tokens.device)
+        truncated = ~torch.isin(last_tokens, ends)
+        if batch.get("tool_mask") is not None:  # as TRL: count only the tokens the model generated
+            lengths = (batch["completion_mask"] * batch["tool_mask"]).sum(dim=1)
+        lengths, truncated = self.accelerator.gather(lengths).float(), self.accelerator.gather(truncated)
+        terminated = lengths[~truncated] if (~truncated).any() else lengths.new_zeros(1)
+        metrics = self._metrics["train"]
+        for name, values in (("", lengths), ("_terminated", terminated)):
+            metrics[f"completions/mean{name}_length"].append(values.mean().item())
+            metrics[f"completions/min{name}_length"].append(values.min().item())
+            metrics[f"completions/max{name}_length"].append(values.max().item())
+        metrics["completions/clipped_ratio"].append(truncated.float().mean().item())
+
+    def _scout(self, inputs: list[dict], group_size: int):
+        """One generation round through TRL, minus its no-grad forward passes; returns this process's groups
+        (each: its input rows, the prompts TRL generated from, and `_generate`'s outputs) and the gathered rewards."""
+        recorded = {}
+
+        def generate_and_record(prompts):
+            recorded["prompts"], recorded["outputs"] = prompts, generate(prompts)
+            return recorded["outputs"]
+
+        def skip_forward(model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
+            # The scout's log-probs are never used: only the rows that survive are scored, in the replay.
+            return input_ids.new_zeros(input_ids.size(0), logits_to_keep, dtype=torch.float32), None, None
+
+        generate = self._generate
+        with _instance_overrides(self, _generate=generate_and_record, _get_per_token_logps_and_entropies=skip_forward):
+            super()._generate_and_score_completions(inputs)
+        rows = [slice(start, start + group_size) for start in range(0, len(inputs), group_size)]
+        groups = [
+            {"inputs": inputs[r], "prompts": recorded["prompts"][r], "outputs": _slice_outputs(recorded["outputs"], r)}
+            for r in rows
+        ]
+        return groups, self._gathered_rewards_per_func
+
+    def _take_assigned_groups(self, rounds, assignment) -> list[dict]:
+        """This process's assigned groups; groups owned by another process are sent over (a global quota)."""
+        rank = self.accelerator.process_index
+        outgoing = {
+            (target, position): rounds[r][0][g]
+            for target, groups in enumerate(assignment)
+            for position, (owner, r, g) in enumerate(groups)
+            if owner == rank and target != rank
+        }
+        received = {}
+        if self.accelerator.num_processes > 1:
+            for sent in gather_object([outgoing]):
+                received.update(sent)
+        return [
+            rounds[r][0][g] if owner == rank else received[(rank, position)]
+            for position, (owner, r, g) in enumerate(assignment[rank])
+        ]
+
+    def _replay(self, groups: list[dict]):
+        """TRL's `_generate_and_score_completions` over already generated and scored groups (no generation, no
+        reward calls): it computes everything else for exactly these rows. Rewards: `_gathered_rewards_per_func`."""
+        inputs = [
+            dict(row, prompt=prompt) for group in groups for row, prompt in zip(group["inputs"], group["prompts"])
+        ]
+        outputs = _concat_outputs([group["outputs"] for group in groups])
+        rewards_per_func = self._gathered_rewards_per_func
+        # Environments already ran (and were reset) in the scout rounds: their prompts are in `inputs` now.
+        with _instance_overrides(
+            self,
+            _generate=lambda prompts: outputs,
+            _calculate_rewards=lambda *args: rewards_per_func,
+            environment_factories=None,
+        ):
+            return self._score_round(inputs, self.num_generations)
+
+    @contextlib.contextmanager
+    def _vllm_awake_for_step(self):
+        """With colocated vLLM in sleep mode, TRL sleeps the engine (dropping its weights) after every generate
+        call and re-pushes the whole model at the next one. Within one step no optimizer update happens between
+        rounds, so the engine stays awake until the step's last round: one weight sync per step."""
+        generation = getattr(self, "vllm_generation", None)
+        if not (self.use_vllm and getattr(generation, "mode", None) == "colocate" and generation.enable_sleep_mode):
+            yield
+            return
+        llm, pending = generation.llm, {}
+
+        def sleep(level=1, **kwargs):
+            pending.update(level=level, **kwargs)
+            generation._llm_weights_sleeping = False  # TRL marks them asleep right after; they are not
+
+        def wake_up(tags=None):
+            if not pending:  # the engine is asleep since the previous step: really wake it
+                real_wake_up(tags=tags)
+
+        real_sleep, real_wake_up = llm.sleep, llm.wake_up
+        llm.sleep, llm.wake_up = sleep, wake_up
+        try:
+            yield
+        finally:
+            llm.sleep, llm.wake_up = real_sleep, real_wake_up
+            if pending:
+                real_sleep(**pending)
+                generation._llm_weights_sleeping = True
+
     def _refill_inputs(self, num_groups: int, group_size: int) -> list[dict]:
         """`num_groups` fresh prompts for this process, each repeated `group_size` times, as TRL's sampler does."""
+        if num_groups == 0:
+            return []
         num_processes = self.accelerator.num_processes
-        drawn = self._refill_sampler.take(num_groups * num_processes)
+        refill = self._dynamic_sampler.refill
+        drawn = refill.take(num_groups * num_processes)
         mine = drawn[self.accelerator.process_index * num_groups : (self.accelerator.process_index + 1) * num_groups]
-        rows = (
-            [self.train_dataset[index] for index in mine] if isinstance(self._refill_sampler, RefillSampler) else mine
-        )
+        rows = [self.train_dataset[index] for index in mine] if isinstance(refill, RefillSampler) else mine
         return [row for row in rows for _ in range(group_size)]
 
     def create_model_card(self, model_name=None, dataset_name=None, tags=None):
@@ -293,19 +389,19 @@ class RSGRPOTrainer(GRPOTrainer):
 
     def _save_checkpoint(self, model, trial):
         super()._save_checkpoint(model, trial)
-        if self._refill_sampler is not None and self.args.should_save:
+        if self._dynamic_sampler is not None and self.args.should_save:
             folder = os.path.join(
                 self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
             )
             with open(os.path.join(folder, DYNAMIC_SAMPLING_STATE), "w") as f:
-                json.dump(self._refill_sampler.state_dict(), f)
+                json.dump(self._dynamic_sampler.state_dict(), f)
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)
         path = os.path.join(checkpoint, DYNAMIC_SAMPLING_STATE) if checkpoint else None
-        if self._refill_sampler is not None and path and os.path.exists(path):
+        if self._dynamic_sampler is not None and path and os.path.exists(path):
             with open(path) as f:
-                self._refill_sampler.load_state_dict(json.load(f))
+                self._dynamic_sampler.load_state_dict(json.load(f))
 
     def _total_rewards(self, rewards_per_func: torch.Tensor, group_size: int) -> torch.Tensor:
         """One reward per sample, as TRL's `multi_objective_aggregation` defines it; NaN where every function
@@ -362,3 +458,70 @@ class RSGRPOTrainer(GRPOTrainer):
         # One device-to-host copy for all of them.
         for name, value in zip(values, torch.stack([v.float() for v in values.values()]).tolist()):
             self._metrics[mode][name].append(value)
+
+
+@contextlib.contextmanager
+def _instance_overrides(obj, **attributes):
+    """Set attributes on one object for the duration of a block (shadowing methods), then restore them."""
+    missing = object()
+    previous = {name: obj.__dict__.get(name, missing) for name in attributes}
+    obj.__dict__.update(attributes)
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is missing:
+                del obj.__dict__[name]
+            else:
+                obj.__dict__[name] = value
+
+
+def _slice_outputs(outputs: tuple, rows: slice) -> tuple:
+    """Rows of each element of `GRPOTrainer._generate`'s return value (per-row lists, an extras dict, or None)."""
+
+    def take(value):
+        if isinstance(value, dict):
+            return {key: take(item) for key, item in value.items()}
+        return value[rows] if isinstance(value, (list, tuple, torch.Tensor)) else value
+
+    return tuple(take(value) for value in outputs)
+
+
+def _concat_outputs(parts: list[tuple]) -> tuple:
+    """Inverse of `_slice_outputs` over groups: `_generate`'s return value for their rows together."""
+
+    def join(values):
+        first = values[0]
+        if isinstance(first, dict):
+            return {key: join([value[key] for value in values]) for key in first}
+        if isinstance(first, torch.Tensor):
+            return torch.cat(values)
+        if isinstance(first, (list, tuple)):
+            return [item for value in values for item in value]
+        return first
+
+    return tuple(join(list(values)) for values in zip(*parts))
+
+
+# TRL logs these once per `_generate_and_score_completions` call; the replay logs them for the trained batch.
+_RELOGGED_BY_REPLAY = ("reward", "reward_std", "frac_reward_zero_std", "rewards/", "completions/", "sampling/")
+
+
+def collapse_round_metrics(metrics: dict, logged_before: dict) -> dict:
+    """Remove the entries the scout rounds appended and return one value per metric for the step.
+
+    Fault counts are summed over rounds; what the replay logs again for the trained batch is dropped; anything
+    else (tool use, metrics reward functions log themselves) is averaged over the rounds.
+    """
+    step = {}
+    for name, values in metrics.items():
+        start = logged_before.get(name, 0)
+        rounds = values[start:]
+        if not rounds:
+            continue
+        del values[start:]
+        if "/faults_" in name:
+            step[name] = float(sum(rounds))
+        elif not name.startswith(_RELOGGED_BY_REPLAY):
+            step[name] = sum(rounds) / len(rounds)
+    return step

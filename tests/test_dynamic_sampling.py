@@ -11,7 +11,7 @@ from transformers import AutoTokenizer
 
 from rs_trl import RSGRPOConfig, RSGRPOTrainer
 from rs_trl.advantages import zero_variance_groups
-from rs_trl.dynamic_sampling import RefillSampler, concat_batches, take_first
+from rs_trl.dynamic_sampling import DynamicSampler, RefillSampler, groups_to_generate
 from tests.conftest import cpu_args
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,37 +41,40 @@ def test_zero_variance_groups_ignore_unscorable_samples():
     assert zero_variance_groups(rewards, 4).tolist() == [True, False, True, True]
 
 
-def test_take_first_respects_each_process_quota():
-    candidates = torch.tensor([[True, False, True, True], [False, True, False, False]])
-    kept = take_first(candidates, torch.tensor([2, 3]))
-    assert kept.tolist() == [[True, False, True, False], [False, True, False, False]]
+def test_round_size_covers_the_mean_plus_a_margin():
+    assert groups_to_generate(32, 0.0, 8) == 4  # nothing to predict: exactly the quota
+    for p in (0.25, 0.5, 0.75):
+        per_process = groups_to_generate(32, p, 8)
+        total = per_process * 8
+        assert 32 / (1 - p) <= total <= 1.25 * 32 / (1 - p) + 8  # mean + ~1 sd, within the sample budget
+    assert groups_to_generate(2, 1.0, 1) == groups_to_generate(2, 0.95, 1) <= 20  # a pessimistic estimate is capped
 
 
-def test_concat_batches_pads_like_trl():
-    a = {
-        "prompt_ids": torch.tensor([[5, 6]]),
-        "prompt_mask": torch.tensor([[1, 1]]),
-        "completion_ids": torch.tensor([[7]]),
-        "completion_mask": torch.tensor([[1]]),
-        "advantages": torch.tensor([0.5]),
-        "num_items_in_batch": torch.tensor(1),
-    }
-    b = {
-        "prompt_ids": torch.tensor([[4, 5, 6]]),
-        "prompt_mask": torch.tensor([[1, 1, 1]]),
-        "completion_ids": torch.tensor([[7, 8, 9]]),
-        "completion_mask": torch.tensor([[1, 1, 1]]),
-        "advantages": torch.tensor([-0.5]),
-        "num_items_in_batch": torch.tensor(3),
-    }
-    merged = concat_batches([a, b], pad_token_id=0)
-    assert merged["prompt_ids"].tolist() == [[0, 5, 6], [4, 5, 6]]
-    assert merged["prompt_mask"].tolist() == [[0, 1, 1], [1, 1, 1]]
-    assert merged["completion_ids"].tolist() == [[7, 0, 0], [7, 8, 9]]
-    assert merged["completion_mask"].tolist() == [[1, 0, 0], [1, 1, 1]]
-    assert merged["advantages"].tolist() == [0.5, -0.5]
-    with pytest.raises(NotImplementedError, match="pixel_values"):
-        concat_batches([{**a, "pixel_values": torch.zeros(1)}], pad_token_id=0)
+def test_global_quota_moves_surplus_to_processes_that_are_short():
+    sampler = DynamicSampler(RefillSampler(100, seed=0), num_processes=2, groups_per_process=2, max_rounds=3)
+    assert sampler.start_step() == 0
+    # Process 0 found 3 informative groups, process 1 only 1: one round suffices with a global quota.
+    assert sampler.observe(torch.tensor([[False, False, False], [True, True, False]])) == 0
+    assignment, padded = sampler.finish_step()
+    assert padded == 0
+    assert assignment[0] == [(0, 0, 0), (0, 0, 1)]
+    assert assignment[1] == [(1, 0, 2), (0, 0, 2)]  # its own group first, then process 0's surplus
+    assert sampler.zero_variance_rate == pytest.approx(2 / 6)
+    assert sampler.start_step() >= 1  # the next main round is oversampled in advance
+
+
+def test_shortfall_is_padded_with_zero_variance_groups_and_state_restores():
+    sampler = DynamicSampler(RefillSampler(100, seed=0), num_processes=1, groups_per_process=2, max_rounds=1)
+    sampler.start_step()
+    assert sampler.observe(torch.tensor([[True, False]])) == 1
+    assert sampler.observe(torch.tensor([[True]])) == 0  # no rounds left
+    assignment, padded = sampler.finish_step()
+    assert padded == 1 and assignment == [[(0, 0, 1), (0, 0, 0)]]
+    sampler.refill.take(5)
+    restored = DynamicSampler(RefillSampler(100, seed=0), num_processes=1, groups_per_process=2, max_rounds=1)
+    restored.load_state_dict(json.loads(json.dumps(sampler.state_dict())))
+    assert restored.zero_variance_rate == sampler.zero_variance_rate
+    assert restored.refill.take(3) == sampler.refill.take(3)
 
 
 def test_refill_sampler_covers_each_pass_and_restores():
@@ -124,7 +127,8 @@ def test_exhaustion_pad_fills_with_zero_advantage_groups(tiny_model_dir, tmp_pat
     trainer.train()
     metrics = [h for h in trainer.state.log_history if "dynamic_sampling/padded_groups" in h]
     assert metrics and all(h["dynamic_sampling/padded_groups"] == 2 for h in metrics)
-    assert all(h["dynamic_sampling/groups_generated"] == 4 for h in metrics)  # 2 groups + 2 refilled, no more
+    assert metrics[0]["dynamic_sampling/groups_generated"] == 4  # 2 groups + 2 refilled (no estimate yet), no more
+    assert all(h["dynamic_sampling/rounds"] == 1 for h in metrics)
 
 
 @pytest.mark.parametrize(
