@@ -78,6 +78,11 @@ class DynamicSampler:
         return groups_to_generate(missing, self.zero_variance_rate, self.num_processes)
 
     @property
+    def rounds(self) -> int:
+        """Generation rounds so far in this step, the main round included."""
+        return len(self._informative)
+
+    @property
     def informative_groups(self) -> int:
         return int(sum(mask.sum() for mask in self._informative))
 

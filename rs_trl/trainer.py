@@ -349,25 +349,27 @@ class RSGRPOTrainer(GRPOTrainer):
         if not (self.use_vllm and getattr(generation, "mode", None) == "colocate" and generation.enable_sleep_mode):
             yield
             return
-        llm, pending = generation.llm, {}
+        llm, pending, synced = generation.llm, {}, []
 
         def sleep(level=1, **kwargs):
             pending.update(level=level, **kwargs)
-            generation._llm_weights_sleeping = False  # TRL marks them asleep right after; they are not
 
         def wake_up(tags=None):
-            if not pending:  # the engine is asleep since the previous step: really wake it
+            if not pending:  # asleep since the previous step: really wake it
                 real_wake_up(tags=tags)
 
-        real_sleep, real_wake_up = llm.sleep, llm.wake_up
-        llm.sleep, llm.wake_up = sleep, wake_up
-        try:
-            yield
-        finally:
-            llm.sleep, llm.wake_up = real_sleep, real_wake_up
-            if pending:
-                real_sleep(**pending)
-                generation._llm_weights_sleeping = True
+        def sync_weights():
+            if not synced:  # later rounds find the weights still loaded, although TRL believes them asleep
+                real_sync_weights()
+                synced.append(True)
+
+        real_sleep, real_wake_up, real_sync_weights = llm.sleep, llm.wake_up, generation.sync_weights
+        with _instance_overrides(llm, sleep=sleep, wake_up=wake_up):
+            with _instance_overrides(generation, sync_weights=sync_weights):
+                yield
+        if pending:
+            real_sleep(**pending)
+            generation._llm_weights_sleeping = True
 
     def _refill_inputs(self, num_groups: int, group_size: int) -> list[dict]:
         """`num_groups` fresh prompts for this process, each repeated `group_size` times, as TRL's sampler does."""

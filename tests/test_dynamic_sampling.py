@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -191,3 +192,119 @@ def test_two_processes_agree_on_rounds_and_batch_sizes(tiny_model_dir, tmp_path)
         assert step0["local_rows"] == step1["local_rows"] == 8
     assert any(step["rounds"] >= 1 for step in records[0])  # refills really happened across processes
     assert sum(step["local_rows"] for step in records[0]) > 0
+
+
+def test_metrics_and_completions_table_describe_the_trained_batch(tiny_model_dir, tmp_path):
+    trainer = make_trainer(tiny_model_dir, tmp_path, even_prompts_constant, dynamic_sampling_max_rounds=20)
+    trainer.model.train()
+    inputs = [row for row in numbered_prompts().select(range(2)) for _ in range(4)]  # prompt 0 is constant
+    batch = trainer._generate_and_score_completions(inputs)
+    metrics = trainer._metrics["train"]
+    assert metrics["dynamic_sampling/rounds"][-1] >= 1  # several rounds ran...
+    for name in ("reward", "reward_std", "completions/mean_length", "rewards/even_prompts_constant/faults_error"):
+        assert len(metrics[name]) == 1, name  # ...but each metric has one entry for the step
+    trained_rewards = list(trainer._logs["rewards"]["even_prompts_constant"])
+    assert len(trained_rewards) == len(inputs)
+    assert metrics["reward"][0] == pytest.approx(sum(trained_rewards) / len(trained_rewards))
+    assert metrics["completions/mean_length"][0] == pytest.approx(batch["completion_mask"].sum(1).float().mean())
+    # The table shows the trained rows with the advantages the loss uses.
+    assert list(trainer._logs["advantages"]) == pytest.approx(batch["advantages"].tolist())
+    assert all(int(p.split()[1]) % 2 == 1 for p in trainer._logs["prompt"])
+
+
+def test_log_probs_are_computed_only_for_trained_rows(tiny_model_dir, tmp_path):
+    """No-grad forward rows (old policy + reference) per trained row: 2.0 with KL and num_iterations=2, whatever
+    dynamic sampling discards. Counted from outside, with hooks on the models' forward, generation excluded."""
+    trainer = make_trainer(
+        tiny_model_dir,
+        tmp_path,
+        even_prompts_constant,
+        beta=0.04,
+        num_iterations=2,
+        max_steps=4,
+        dynamic_sampling_max_rounds=20,
+    )
+    counts = {"rows": 0, "generating": False}
+    generate = trainer.model.generate
+
+    def generate_uncounted(*args, **kwargs):
+        counts["generating"] = True
+        try:
+            return generate(*args, **kwargs)
+        finally:
+            counts["generating"] = False
+
+    def count(module, args, kwargs):
+        if not torch.is_grad_enabled() and not counts["generating"]:
+            counts["rows"] += kwargs["input_ids"].size(0) if "input_ids" in kwargs else args[0].size(0)
+
+    trainer.model.generate = generate_uncounted
+    for model in (trainer.model, trainer.ref_model):
+        model.register_forward_pre_hook(count, with_kwargs=True)
+    trainer.train()
+    metrics = [h for h in trainer.state.log_history if "dynamic_sampling/groups_generated" in h]
+    generation_steps = trainer.state.global_step // 2
+    trained_rows = generation_steps * trainer.args.generation_batch_size
+    generated_rows = sum(h["dynamic_sampling/groups_generated"] for h in metrics) * 4
+    assert generated_rows > trained_rows  # groups were really dropped
+    assert counts["rows"] / trained_rows == 2.0
+
+
+class StubLLM:
+    """Stands in for `vllm.LLM` (not installable here): records sleep/wake calls and echoes a fixed completion."""
+
+    def __init__(self):
+        self.calls = []
+
+    def sleep(self, level=1):
+        self.calls.append(("sleep", level))
+
+    def wake_up(self, tags=None):
+        self.calls.append(("wake_up", tuple(tags or ())))
+
+    def generate(self, prompts, sampling_params=None, use_tqdm=False):
+        completion = SimpleNamespace(token_ids=[7, 8], logprobs=None)
+        return [SimpleNamespace(prompt_token_ids=p["prompt_token_ids"], outputs=[completion]) for p in prompts]
+
+
+def colocated_sleeping_vllm(monkeypatch):
+    """TRL's real `VLLMGeneration.generate` in colocate + sleep mode, over a stub engine; counts weight syncs."""
+    from trl.generation import vllm_generation
+
+    monkeypatch.setattr(vllm_generation, "SamplingParams", dict, raising=False)
+    generation = object.__new__(vllm_generation.VLLMGeneration)
+    settings = dict(
+        mode="colocate", enable_sleep_mode=True, _llm_weights_sleeping=True, llm=StubLLM(), model=torch.nn.Linear(1, 1),
+        temperature=1.0, top_p=1.0, top_k=0, min_p=None, repetition_penalty=1.0, max_completion_length=2,
+        logprobs=0, generation_kwargs={}, structured_outputs_regex=None, tensor_parallel_size=1, syncs=0,
+        accelerator=SimpleNamespace(process_index=0, is_main_process=True),
+    )  # fmt: skip
+    generation.__dict__.update(settings)
+
+    def sync_weights():  # what TRL's sync does to the engine's state; the weight push itself needs a real vLLM
+        generation.syncs += 1
+        generation.llm.wake_up(tags=["weights"])
+        generation._llm_weights_sleeping = False
+
+    generation.sync_weights = sync_weights
+    return generation
+
+
+def test_refill_rounds_do_not_reload_vllm_weights(tiny_model_dir, tmp_path, monkeypatch):
+    trainer = make_trainer(tiny_model_dir, tmp_path, even_prompts_constant)
+    generation = colocated_sleeping_vllm(monkeypatch)
+    for _ in range(3):  # TRL alone: every round of a step re-pushes the weights
+        generation.generate([[1, 2]], None, 1)
+    assert generation.syncs == 3
+
+    generation = colocated_sleeping_vllm(monkeypatch)
+    monkeypatch.setattr(trainer, "use_vllm", True)
+    monkeypatch.setattr(trainer, "vllm_generation", generation, raising=False)
+    for step in range(2):
+        with trainer._vllm_awake_for_step():
+            for _ in range(3):  # main round + two refill rounds
+                generation.generate([[1, 2]], None, 1)
+        assert generation.syncs == step + 1  # one weight sync per step
+        assert generation._llm_weights_sleeping and generation.llm.calls[-1] == ("sleep", 2)
+    assert generation.llm.calls.count(("sleep", 2)) == 2
+    assert generation.llm.calls.count(("wake_up", ("kv_cache",))) == 2

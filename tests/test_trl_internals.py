@@ -58,6 +58,31 @@ def test_advantage_flow_inside_generate_and_score():
     ), MOVED.format("the synchronous reward call")
 
 
+def test_dynamic_sampling_hooks():
+    """Scout rounds shadow `_generate`, `_calculate_rewards` and `_get_per_token_logps_and_entropies`; the replay
+    feeds `_generate`'s 8-tuple back; the vLLM step wrapper relies on how TRL sleeps and re-syncs the engine."""
+    from trl.generation.vllm_generation import VLLMGeneration
+
+    source = inspect.getsource(GRPOTrainer._generate_and_score_completions)
+    for needle in (
+        ") = self._generate(prompts)",
+        "old_per_token_logps, _, _ = self._get_per_token_logps_and_entropies(",
+        "ref_per_token_logps, _, _ = self._get_per_token_logps_and_entropies(",
+        "if self.environment_factories is not None:",
+    ):
+        assert needle in source, MOVED.format(f"`{needle}` no longer in _generate_and_score_completions")
+    generate = inspect.getsource(GRPOTrainer._generate)
+    assert (
+        "return prompt_ids, completion_ids, tool_mask, completions, logprobs, extra_fields, images, tool_images"
+        in (generate)
+    ), MOVED.format("_generate's return value")
+    params = list(inspect.signature(GRPOTrainer._get_per_token_logps_and_entropies).parameters)
+    assert params[:5] == ["self", "model", "input_ids", "attention_mask", "logits_to_keep"], MOVED.format(params)
+    vllm_generate = inspect.getsource(VLLMGeneration.generate)
+    for needle in ("self.llm.sleep(level=2)", "self._llm_weights_sleeping = True", "self.sync_weights()"):
+        assert needle in vllm_generate, MOVED.format(f"VLLMGeneration.generate: `{needle}`")
+
+
 def test_logs_and_buffers_we_touch():
     init_source = inspect.getsource(GRPOTrainer.__init__)
     assert '"advantages": deque(maxlen=args.generation_batch_size)' in init_source, MOVED.format("_logs layout")
