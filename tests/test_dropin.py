@@ -296,3 +296,59 @@ def test_same_errors_as_trl_for_the_same_mistakes(tiny_model_dir, tool_tokenizer
             cls(model=tiny_model_dir, args=args, **kwargs)
         messages.append((type(info.value), str(info.value)))
     assert messages[1] == messages[0]
+
+
+class EchoEnvironment:
+    """A second environment with no reward of its own: its rollouts are scored by a reward function."""
+
+    def reset(self, **kwargs):
+        return None
+
+    def echo(self, text: str) -> str:
+        """Echo a text.
+
+        Args:
+            text: what to echo.
+        """
+        return text
+
+
+def test_mixed_environments_train_like_trl(tiny_model_dir, tool_tokenizer, tmp_path, monkeypatch):
+    monkeypatch.setenv("TRL_EXPERIMENTAL_SILENCE", "1")
+    factories = {"count": CountingEnvironment, "echo": EchoEnvironment}
+    dataset = Dataset.from_dict(
+        {
+            "prompt": [[{"role": "user", "content": f"Task {i}."}] for i in range(16)],
+            "environment": ["count" if i % 2 else "echo" for i in range(16)],
+        }
+    )
+
+    def echo_length(completions, environment, **kwargs):
+        return [float(len(str(c)) % 3) if env == "echo" else None for c, env in zip(completions, environment)]
+
+    rs_args = cpu_training_args(tmp_path / "rs", risk_beta=0.0, dynamic_sampling=False, learning_rate=1e-2)
+    params = []
+    for cls, args in ((GRPOTrainer, grpo_config_like(rs_args)), (RSGRPOTrainer, rs_args)):
+        CountingEnvironment.tickets = 0
+        trainer = cls(
+            model=tiny_model_dir,
+            reward_funcs=echo_length,
+            args=args,
+            train_dataset=dataset,
+            processing_class=tool_tokenizer,
+            environment_factory=factories,
+        )
+        trainer.train()
+        params.append(torch.cat([p.detach().flatten() for p in trainer.model.parameters()]))
+    torch.testing.assert_close(params[1], params[0])
+
+    trainer = RSGRPOTrainer(
+        model=tiny_model_dir,
+        reward_funcs=echo_length,
+        args=cpu_training_args(tmp_path / "ds"),
+        train_dataset=dataset,
+        processing_class=tool_tokenizer,
+        environment_factory=factories,
+    )
+    trainer.train()
+    assert trainer.state.global_step == 2
