@@ -17,8 +17,7 @@ Combining with TRL's overlong punishment (DAPO's soft length penalty, Eq. 13)::
 TRL sums the weighted rewards before computing advantages, so the total is no longer binary; the risk-sensitive
 advantage is defined for any real reward, but the paper's results use the binary accuracy reward alone.
 
-This file doubles as the worker: `python -P rewards.py` serves JSON lines on stdin/stdout. It therefore imports
-only the standard library at module level (Math-Verify is imported inside the worker).
+The worker is `rs_trl.grading_worker` (`python -P -m rs_trl.grading_worker` serves JSON lines on stdin/stdout).
 """
 
 from __future__ import annotations
@@ -35,6 +34,7 @@ import time
 from collections import deque
 from typing import Any
 
+WORKER_MODULE = "rs_trl.grading_worker"
 _BOX_OR_BRACE = re.compile(r"\\(?:boxed|fbox)\{|[{}]")
 
 
@@ -73,63 +73,6 @@ def last_boxed(text: str) -> str | None:
     return best
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Worker side: runs in a separate interpreter.
-
-
-def _serve() -> None:
-    """Worker loop: read `[completion, answer]` JSON lines, write one score per line (`"ready"` first)."""
-    import logging
-    import signal
-    from functools import lru_cache
-
-    # Ctrl-C / a Jupyter interrupt reaches the whole process group; the parent decides when workers stop.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    protocol = os.fdopen(os.dup(sys.stdout.fileno()), "w")
-    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # stray prints from libraries must not corrupt the protocol
-    logging.disable(logging.WARNING)  # Math-Verify warns that its (signal) timeouts are off: that is intended
-
-    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
-
-    # Without a box, Math-Verify's default extraction applies ("final answer is $x$", else the last expression).
-    extraction = [LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()]
-
-    @lru_cache(maxsize=4096)  # the same gold answer comes `num_generations` times per step
-    def parse_gold(answer: str) -> list:
-        return parse(f"${answer}$", extraction, parsing_timeout=None) or parse(answer, parsing_timeout=None)
-
-    def grade(completion: str, answer: str) -> float:
-        gold = parse_gold(answer)
-        if not gold:
-            return 0.0
-        boxed = last_boxed(completion)  # only the last box: Math-Verify would read several boxes as one set
-        pred = parse(completion if boxed is None else f"$\\boxed{{{boxed}}}$", extraction, parsing_timeout=None)
-        return float(bool(pred) and verify(gold, pred, timeout_seconds=None))
-
-    parent = os.getppid()
-
-    def exit_with_parent() -> None:  # a parent killed with SIGKILL cannot kill a worker stuck in sympy
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(0)
-
-    threading.Thread(target=exit_with_parent, daemon=True).start()
-    protocol.write('"ready"\n')
-    protocol.flush()
-    for line in sys.stdin:
-        try:
-            completion, answer = json.loads(line)
-            score = grade(completion, answer)
-        except Exception:  # malformed input or a sympy error is a wrong answer, never a crash
-            score = 0.0
-        protocol.write(f"{score}\n")
-        protocol.flush()
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Client side.
-
-
 def _text(value: Any) -> str:
     return "" if value is None else str(value)
 
@@ -139,7 +82,7 @@ class _Worker:
 
     def __init__(self, events: queue.Queue):
         self.process = subprocess.Popen(
-            [sys.executable, "-P", os.path.abspath(__file__)],  # -P: do not put rs_trl/ itself on sys.path
+            [sys.executable, "-P", "-m", WORKER_MODULE],  # -P: the caller's working directory cannot shadow modules
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -244,7 +187,7 @@ class MathVerifier:
                     self.close()
                     raise RuntimeError(
                         "Math-Verify worker failed to start (is `math-verify[antlr4_13_2]` installed?); "
-                        f"run `{sys.executable} -P {os.path.abspath(__file__)}` to see the error."
+                        f"run `{sys.executable} -P -m {WORKER_MODULE}` to see the error."
                     )
                 if worker.item is not None:
                     busy -= 1  # its item keeps score 0.0
@@ -310,7 +253,3 @@ def math_accuracy_reward(completions: list, answer: list[str], **kwargs) -> list
 def format_reward(completions: list, **kwargs) -> list[float]:
     r"""TRL reward function: 1.0 if the completion contains a complete, non-empty `\boxed{...}`, else 0.0."""
     return [float(bool((last_boxed(completion_text(c)) or "").strip())) for c in completions]
-
-
-if __name__ == "__main__":
-    _serve()
