@@ -1,0 +1,55 @@
+"""pass@k intervals: per-problem estimator vs brute force, bootstrap against a direct loop, paired tests, transitions."""
+
+import itertools
+import random
+
+import pytest
+
+from rs_trl.intervals import bootstrap_interval, paired_difference, pass_at_k_per_problem, transitions
+
+
+def brute_pass_at_k(n, c, k):
+    samples = [True] * c + [False] * (n - c)
+    subsets = list(itertools.combinations(samples, k))
+    return sum(any(s) for s in subsets) / len(subsets)
+
+
+def test_per_problem_estimate_matches_brute_force():
+    n, ks = 6, [1, 2, 3, 6]
+    values = pass_at_k_per_problem(range(n + 1), n, ks)
+    for c in range(n + 1):
+        for j, k in enumerate(ks):
+            assert values[c, j].item() == pytest.approx(brute_pass_at_k(n, c, k), abs=1e-12)
+
+
+def test_bootstrap_interval_matches_a_plain_loop_and_covers_the_estimate():
+    rng = random.Random(0)
+    correct = [rng.randint(0, 8) for _ in range(40)]
+    result = bootstrap_interval(correct, 8, [1, 8], resamples=4000, seed=1)
+    for k, (estimate, low, high) in result.items():
+        per_problem = [brute_pass_at_k(8, c, k) for c in correct]
+        assert estimate == pytest.approx(sum(per_problem) / len(per_problem))
+        means = sorted(
+            sum(rng.choice(per_problem) for _ in per_problem) / len(per_problem) for _ in range(2000)
+        )  # an independent bootstrap with Python's RNG
+        assert low == pytest.approx(means[50], abs=0.03) and high == pytest.approx(means[1949], abs=0.03)
+        assert low <= estimate <= high
+    assert bootstrap_interval(correct, 8, [1], seed=1) == bootstrap_interval(correct, 8, [1], seed=1)  # seeded
+
+
+def test_paired_difference_separates_a_real_gain_from_noise():
+    rng = random.Random(0)
+    base = [rng.randint(0, 4) for _ in range(60)]
+    better = [min(c + 3, 8) for c in base]
+    difference, low, high = paired_difference(base, better, 8, [1])[1]
+    assert difference > 0 and low > 0  # beyond noise
+    shuffled = base[:]
+    rng.shuffle(shuffled)
+    _, low, high = paired_difference(base, shuffled, 8, [1])[1]
+    assert low < 0 < high  # same distribution, different problems: no claim
+    with pytest.raises(ValueError, match="same problems"):
+        paired_difference(base, base[:-1], 8, [1])
+
+
+def test_transitions():
+    assert transitions([0, 2, 0, 3, 0], [1, 0, 0, 3, 5]) == ([0, 4], [1])
