@@ -51,17 +51,19 @@ def completion_text(completion: Any) -> str:
 
 def last_boxed(text: str) -> str | None:
     r"""Content of the last `\boxed{...}` in `text` (balanced braces), or None if there is no complete one."""
-    start = text.rfind(_BOXED + "{")
+    start, end = text.rfind(_BOXED + "{"), len(text)
     while start != -1:
         depth = 0
-        for i in range(start + len(_BOXED), len(text)):
+        for i in range(start + len(_BOXED), end):
             if text[i] == "{":
                 depth += 1
             elif text[i] == "}":
                 depth -= 1
                 if depth == 0:
                     return text[start + len(_BOXED) + 1 : i]
-        start = text.rfind(_BOXED + "{", 0, start)  # unclosed (e.g. truncated): try an earlier one
+        # Unclosed (e.g. truncated): try an earlier one. An earlier box still open here can never close (this one
+        # never did), so it is scanned only up to here: linear time even for thousands of unclosed boxes.
+        start, end = text.rfind(_BOXED + "{", 0, start), start
     return None
 
 
