@@ -18,6 +18,7 @@ from trl import GRPOTrainer
 from trl.trainer.utils import get_config_model_id, is_async_callable, nanstd
 
 from .advantages import risk_sensitive_advantages, zero_variance_groups
+from .checkpoints import check_resumable, last_complete_checkpoint
 from .config import RSGRPOConfig
 from .dynamic_sampling import (
     RefillSampler,
@@ -234,6 +235,24 @@ class RSGRPOTrainer(GRPOTrainer):
         if self.is_world_process_zero():
             base_model = get_config_model_id(self.model.config)
             add_rs_grpo_section(Path(self.args.output_dir) / "README.md", self.args, base_model, dataset_name)
+
+    def train(self, resume_from_checkpoint=None, **kwargs):
+        """TRL's `train`; `resume_from_checkpoint=True` takes the last *complete* checkpoint, and any checkpoint is
+        checked (complete, readable, RNG and dynamic-sampling state present) and named before it is loaded."""
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
+            if resume_from_checkpoint is None:
+                raise ValueError(
+                    f"resume_from_checkpoint=True, but {self.args.output_dir} holds no complete checkpoint; train "
+                    "from scratch without it, or pass the path of a checkpoint."
+                )
+        if resume_from_checkpoint:
+            # The file names Trainer._save_rng_state and our _save_checkpoint write.
+            rng_file = f"rng_state_{self.args.process_index}.pth" if self.args.world_size > 1 else "rng_state.pth"
+            dynamic_sampling_file = DYNAMIC_SAMPLING_STATE if self._refill_sampler is not None else None
+            check_resumable(resume_from_checkpoint, rng_file, dynamic_sampling_file)
+            self.accelerator.print(f"Resuming from {resume_from_checkpoint}.")
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
 
     def _save_checkpoint(self, model, trial):
         super()._save_checkpoint(model, trial)
