@@ -27,7 +27,7 @@ from .dynamic_sampling import (
     select_rows,
     take_first,
 )
-from .model_card import add_rs_grpo_section
+from .model_card import add_rs_grpo_section, is_hub_id, name_local_base_model
 from .reward_guard import guard_reward_function, required_columns
 
 DYNAMIC_SAMPLING_STATE = "dynamic_sampling_state.json"
@@ -230,11 +230,17 @@ class RSGRPOTrainer(GRPOTrainer):
         return [self.train_dataset[index] for index in mine for _ in range(group_size)]
 
     def create_model_card(self, model_name=None, dataset_name=None, tags=None):
-        """TRL's card plus an "RS-GRPO settings" section (risk_beta, base model, dataset, update settings)."""
-        super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=tags)
+        """TRL's card plus an "RS-GRPO settings" section (risk_beta, base model, dataset, update settings).
+
+        Only Hub datasets are linked; a local base model is named by its path (TRL would write "[None](...)")."""
+        super().create_model_card(
+            model_name=model_name, dataset_name=dataset_name if is_hub_id(dataset_name) else None, tags=tags
+        )
         if self.is_world_process_zero():
             base_model = get_config_model_id(self.model.config)
-            add_rs_grpo_section(Path(self.args.output_dir) / "README.md", self.args, base_model, dataset_name)
+            card = Path(self.args.output_dir) / "README.md"
+            name_local_base_model(card, base_model)
+            add_rs_grpo_section(card, self.args, base_model, dataset_name)
 
     def train(self, resume_from_checkpoint=None, **kwargs):
         """TRL's `train`; `resume_from_checkpoint=True` takes the last *complete* checkpoint, and any checkpoint is
