@@ -342,7 +342,13 @@ def _finished_benchmarks(path: Path, settings: dict) -> dict:
             f"{path} holds results of an evaluation with other settings ({changes}); use another --out, or delete "
             "the file to start over."
         )
-    return {bench: result for bench, result in previous["benchmarks"].items() if bench in settings["benchmarks"]}
+    dropped = [bench for bench in previous["benchmarks"] if bench not in settings["benchmarks"]]
+    if dropped:  # rewriting the file without them would lose them
+        raise ValueError(
+            f"{path} holds results for {dropped}, which this run does not ask for; add them to --benchmarks, use "
+            "another --out, or delete the file to start over."
+        )
+    return previous["benchmarks"]
 
 
 def _write_results(path: Path, results: dict, unfinished: list[str]) -> None:

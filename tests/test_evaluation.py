@@ -168,6 +168,8 @@ def test_eval_writes_each_benchmark_as_it_finishes_and_a_rerun_skips_it(tiny_mod
     other_settings = r"pass_at_k.json holds results of an evaluation with other settings \(n: 2 there, 4 now"
     with pytest.raises(ValueError, match=other_settings):
         main([*argv, "--n", "4"])
+    with pytest.raises(ValueError, match=r"holds results for \['gsm_symbolic-test'\], which this run does not ask for"):
+        main(["--model", tiny_model_dir, *EVAL_ARGS, "--backend", "transformers", "--out", str(out)])
 
 
 def _result(model, benchmarks=("arithmetic-test",), **settings):
