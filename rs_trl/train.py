@@ -81,8 +81,8 @@ def parse_args(argv: list[str] | None = None):
     """Parse `argv`; without `--config`, the packaged offline demo recipe is the base that flags override."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = make_parser()
-    if "-h" in argv or "--help" in argv:
-        parser.parse_args_and_config(argv)  # prints the help (no recipe applied, so defaults are the fields') and exits
+    if "-h" in argv or "--help" in argv:  # help before any recipe applies, so it shows the fields' own defaults
+        parser.parse_args_and_config(argv)  # prints the help and exits
     if "--config" not in argv:
         argv = ["--config", str(resources.files("rs_trl") / DEFAULT_RECIPE), *argv]
     position = argv.index("--config") + 1

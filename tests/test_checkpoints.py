@@ -62,5 +62,7 @@ def test_corrupt_checkpoint_file_is_named_before_loading(tiny_model_dir, two_che
     out = _copy(two_checkpoints, tmp_path)
     path = out / "checkpoint-2" / name
     path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])  # truncated, as a full disk leaves it
-    with pytest.raises(ValueError, match=f"{path} is corrupt .*delete checkpoint-2 to resume from the checkpoint before"):
+    with pytest.raises(
+        ValueError, match=f"{path} is corrupt .*delete checkpoint-2 to resume from the checkpoint before"
+    ):
         _trainer(tiny_model_dir, out, max_steps=3).train(resume_from_checkpoint=str(out / "checkpoint-2"))

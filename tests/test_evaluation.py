@@ -154,6 +154,7 @@ def test_eval_writes_each_benchmark_as_it_finishes_and_a_rerun_skips_it(tiny_mod
     assert partial["settings"]["model_path"] == tiny_model_dir and partial["settings"]["n"] == 2
 
     sampled = []
+
     def record(self, prompts, *args):
         sampled.append(args[-1])
         return [[""] * 2] * len(prompts)
@@ -168,7 +169,9 @@ def test_eval_writes_each_benchmark_as_it_finishes_and_a_rerun_skips_it(tiny_mod
     other_settings = r"pass_at_k.json holds results of an evaluation with other settings \(n: 2 there, 4 now"
     with pytest.raises(ValueError, match=other_settings):
         main([*argv, "--n", "4"])
-    with pytest.raises(ValueError, match=r"holds results for \['gsm_symbolic-test'\], which this run does not ask for"):
+    with pytest.raises(
+        ValueError, match=r"holds results for \['gsm_symbolic-test'\], which this run does not ask for"
+    ):
         main(["--model", tiny_model_dir, *EVAL_ARGS, "--backend", "transformers", "--out", str(out)])
 
 

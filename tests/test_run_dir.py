@@ -27,7 +27,9 @@ def test_a_run_directory_is_never_silently_reused(tiny_model_dir, tmp_path, caps
     assert json.loads((out / "checkpoint-1" / "rs_trl_run.json").read_text())["risk_beta"] == 0.0
 
     # A new run in the same directory: refused, naming what it would overwrite.
-    with pytest.raises(ValueError, match=r"holds a previous run \(checkpoint-1, metrics.json\).*--overwrite_output_dir"):
+    with pytest.raises(
+        ValueError, match=r"holds a previous run \(checkpoint-1, metrics.json\).*--overwrite_output_dir"
+    ):
         main(_argv(tiny_model_dir, out, "--risk_beta", "4"))
     # Resuming it with another risk_beta: refused, naming the field (`true` is accepted as on TRL's command line).
     with pytest.raises(ValueError, match=r"checkpoint-1 belongs to a different run \(risk_beta=0.0 there, 4.0 now\)"):

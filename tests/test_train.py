@@ -150,8 +150,14 @@ def test_help_mentions_config_and_shows_the_fields_own_defaults(capsys):
         parse_args(["--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "--config RECIPE.yaml" in text
-    # The demo recipe's values (12 steps, the offline SmolLM2) are not the fields' defaults.
-    assert "--max_steps MAX_STEPS" in text and "(default: 12)" not in text and "offline:SmolLM2" not in text.split("--config")[-1].split("--model_name_or_path")[-1][:200]
+
+    def default(flag: str) -> str:
+        after = text.split(flag, 1)[1]
+        return after[after.index("(default: ") :].split(")")[0].removeprefix("(default: ")
+
+    # The fields' own defaults, not the demo recipe's (12 steps of the offline SmolLM2).
+    assert default("--max_steps MAX_STEPS") == "-1" and default("--model_name_or_path MODEL_NAME_OR_PATH") == "None"
+    assert default("--risk_beta RISK_BETA") == "2.0"
 
 
 @pytest.mark.parametrize(
