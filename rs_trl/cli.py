@@ -34,7 +34,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     module_name, function_name, _ = COMMANDS[argv[0]]
     command = getattr(importlib.import_module(module_name), function_name)
-    return command(argv[1:]) or 0
+    try:
+        return command(argv[1:]) or 0
+    except (ValueError, FileNotFoundError) as error:
+        # Bad input (arguments, files, configs): our messages name the culprit and the fix; a traceback adds nothing.
+        print(f"rs-trl {argv[0]}: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -15,9 +15,11 @@ Offline (from PyPI packages or generated in-process, seeded):
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,18 +114,49 @@ def _load_hub(source: HubSource, split: str, load_kwargs: dict) -> list[dict]:
     return records
 
 
+# Held-out problems must never be trained on. The generators' problem spaces are finite (arithmetic with operands up
+# to 10 has 187 distinct problems), so separate random streams would overlap; instead a hash of the problem text
+# assigns every problem to exactly one split, and "test" keeps each problem once.
+TEST_SHARE_PERCENT = 30  # arithmetic (max_operand 10): 63 test problems, 124 train problems
+_MAX_DRAWS_PER_PROBLEM = 200  # stream draws allowed per requested problem before the split counts as exhausted
+
+
+def split_of(problem: str) -> str:
+    """Return "test" for a fixed ~30% of all possible problems (by a hash of the text, stable across runs), else "train"."""
+    bucket = int.from_bytes(hashlib.sha256(problem.encode("utf-8")).digest()[:8], "big") % 100
+    return "test" if bucket < TEST_SHARE_PERCENT else "train"
+
+
+def _take_split(name: str, split: str, size: int, stream: Iterator[dict]) -> list[dict]:
+    """The first `size` problems of `split` in `stream` (train may repeat a problem; test holds each once)."""
+    records, seen = [], set()
+    for record in itertools.islice(stream, _MAX_DRAWS_PER_PROBLEM * size):
+        if split_of(record["problem"]) != split or (split == "test" and record["problem"] in seen):
+            continue
+        seen.add(record["problem"])
+        records.append(record)
+        if len(records) == size:
+            return records
+    raise ValueError(
+        f"{name}: only {len(records)} distinct {split!r} problems exist, {size} were asked for; ask for fewer "
+        "(`limit`/`size`/`eval_limit`) or widen the problem space (`max_operand` for arithmetic)."
+    )
+
+
 def _arithmetic(split: str, size: int, seed: int, max_operand: int = 10) -> list[dict]:
     """`a + b` / `a - b` (non-negative) with operands up to `max_operand`: hard but not hopeless for a 135M model."""
-    rng = random.Random(f"arithmetic-{split}-{seed}")  # train and test draw from different streams
-    records = []
-    for _ in range(size):
-        a, b = rng.randint(0, max_operand), rng.randint(0, max_operand)
-        if rng.random() < 0.5:
-            records.append({"problem": f"What is {a} + {b}?", "answer": str(a + b)})
-        else:
-            a, b = max(a, b), min(a, b)
-            records.append({"problem": f"What is {a} - {b}?", "answer": str(a - b)})
-    return records
+    rng = random.Random(f"arithmetic-{split}-{seed}")
+
+    def stream() -> Iterator[dict]:
+        while True:
+            a, b = rng.randint(0, max_operand), rng.randint(0, max_operand)
+            if rng.random() < 0.5:
+                yield {"problem": f"What is {a} + {b}?", "answer": str(a + b)}
+            else:
+                a, b = max(a, b), min(a, b)
+                yield {"problem": f"What is {a} - {b}?", "answer": str(a - b)}
+
+    return _take_split("arithmetic", split, size, stream())
 
 
 def _gsm_symbolic(split: str, size: int, seed: int) -> list[dict]:
@@ -133,8 +166,10 @@ def _gsm_symbolic(split: str, size: int, seed: int) -> list[dict]:
     except ImportError as error:
         raise ImportError("`gsm_symbolic` needs reasoning-gym: pip install 'rs_trl[offline]'") from error
     stream_seed = seed if split == "train" else seed + 1_000_003
-    items = reasoning_gym.create_dataset("gsm_symbolic", size=size, seed=stream_seed)
-    return [{"problem": item["question"], "answer": str(item["answer"])} for item in items]
+    # Items are generated lazily on iteration, so a generous virtual size costs nothing.
+    items = reasoning_gym.create_dataset("gsm_symbolic", size=_MAX_DRAWS_PER_PROBLEM * size, seed=stream_seed)
+    stream = ({"problem": item["question"], "answer": str(item["answer"])} for item in items)
+    return _take_split("gsm_symbolic", split, size, stream)
 
 
 def _champ() -> list[dict]:
@@ -172,7 +207,7 @@ def load_math_dataset(
 
     Args:
         name: one of `TRAIN_SETS` (Hub) or `OFFLINE_TRAIN_SETS`.
-        split: dataset split; offline generators accept "train" and "test" (disjoint random streams).
+        split: dataset split; offline generators accept "train" and "test" (disjoint sets of problems, see `split_of`).
         chat: conversational prompts (instruct models) or plain text (base models).
         limit: keep a seeded random subset of this many problems (Hub) / generate this many (offline).
         seed: shuffling seed (Hub) / generator seed (offline).
@@ -202,7 +237,8 @@ def load_benchmark(name: str, *, chat: bool = True, limit: int | None = None, **
 
     Args:
         name: one of `BENCHMARKS` (Hub; `hub_id=` and `datasets.load_dataset` kwargs accepted) or
-            `OFFLINE_BENCHMARKS` ("arithmetic-test" and "gsm_symbolic-test": 50 seeded problems unless `limit`;
+            `OFFLINE_BENCHMARKS` ("arithmetic-test" and "gsm_symbolic-test": 50 distinct seeded problems unless
+            `limit`, none of which the training split of the same generator can produce;
             "champ": 270 problems, needs the champ-dataset package).
         chat: conversational or plain-text prompts.
         limit: keep only the first `limit` problems (quick checks).

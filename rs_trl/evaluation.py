@@ -11,6 +11,8 @@ import argparse
 import importlib.util
 import json
 import math
+import os
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -236,49 +238,62 @@ def evaluate_pass_at_k(
         backend_kwargs: extra arguments for `vllm.LLM` or `AutoModelForCausalLM.from_pretrained`.
 
     Returns:
-        {"model", "backend", "sampling", "ks", "benchmarks": {name: {"num_problems", "pass_at_k": {k: value},
+        {"model", "settings": {"model_path", "backend", "benchmarks", "limit", "n", "ks", "temperature", "top_p",
+        "max_new_tokens", "seed", "chat"}, "ks", "benchmarks": {name: {"num_problems", "pass_at_k": {k: value},
         "problems": [{"id", "answer", "correct", "n"}]}}, "average": {k: mean over benchmarks}}.
+
+    With `out_dir`, `pass_at_k.json` is rewritten as each benchmark finishes (with "unfinished": the benchmarks still
+    to run), so an interruption loses at most the benchmark in progress; a rerun with the same `out_dir` and settings
+    skips the benchmarks already there, and one with other settings is refused.
     """
     _check_args(n, ks, temperature, top_p, max_new_tokens, backend)
     ks = list(ks) if ks is not None else default_ks(n)
     selected = _resolve_benchmarks(benchmarks)
     backend = _resolve_backend(backend, model)
-
-    from .data import load_benchmark
-    from .rewards import default_verifier
-
-    datasets = (
-        {name_: load_benchmark(name_, chat=chat, limit=limit) for name_ in selected}
-        if not isinstance(selected, Mapping)
-        else {name_: ds.select(range(min(limit, len(ds)))) if limit else ds for name_, ds in selected.items()}
-    )
-    verifier = verifier or default_verifier()
-    if backend == "vllm":
-        sampler = VLLMSampler(model, seed=seed, **(backend_kwargs or {}))
-    else:
-        import torch
-
-        torch.manual_seed(seed)
-        sampler = TransformersSampler(model, tokenizer, batch_size=batch_size, **(backend_kwargs or {}))
-
-    results: dict[str, Any] = {
-        "model": name or (str(model) if isinstance(model, (str, Path)) else type(model).__name__),
+    settings = {
+        "model_path": str(model) if isinstance(model, (str, Path)) else type(model).__name__,
         "backend": backend,
-        "sampling": {
-            "n": n,
-            "temperature": temperature,
-            "top_p": top_p,
-            "max_new_tokens": max_new_tokens,
-            "seed": seed,
-            "chat": chat,
-        },
+        "benchmarks": list(selected),
+        "limit": limit,
+        "n": n,
+        "ks": ks,
+        "temperature": temperature,
+        "top_p": top_p,
+        "max_new_tokens": max_new_tokens,
+        "seed": seed,
+        "chat": chat,
+    }
+    results: dict[str, Any] = {
+        "model": name or settings["model_path"],
+        "settings": settings,
         "ks": ks,
         "benchmarks": {},
     }
     out_dir = Path(out_dir) if out_dir is not None else None
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
-    for bench, dataset in datasets.items():
+        results["benchmarks"] = _finished_benchmarks(out_dir / RESULTS_FILE, settings)
+
+    from .data import load_benchmark
+    from .rewards import default_verifier
+
+    todo = [bench for bench in selected if bench not in results["benchmarks"]]
+    if len(todo) < len(selected):
+        print(f"{out_dir / RESULTS_FILE}: reusing finished benchmark(s) {[b for b in selected if b not in todo]}")
+    verifier = verifier or default_verifier()
+    sampler = None
+    for bench in todo:
+        if isinstance(selected, Mapping):
+            dataset = selected[bench]
+            dataset = dataset.select(range(min(limit, len(dataset)))) if limit else dataset
+        else:
+            dataset = load_benchmark(bench, chat=chat, limit=limit)
+        if sampler is None:  # loaded only when a benchmark is left to run
+            sampler = _make_sampler(backend, model, tokenizer, seed, batch_size, backend_kwargs)
+        if backend == "transformers":
+            import torch
+
+            torch.manual_seed(seed)  # per benchmark, so a resumed evaluation samples as an uninterrupted one does
         completions = sampler.sample(list(dataset["prompt"]), n, temperature, top_p, max_new_tokens, f"{bench}")
         answers = list(dataset["answer"])
         flat = [text for samples in completions for text in samples]
@@ -298,14 +313,53 @@ def evaluate_pass_at_k(
                 for i, samples in enumerate(completions):
                     score = scores[i * n : (i + 1) * n]
                     file.write(json.dumps({"id": str(ids[i]), "completions": samples, "scores": score}) + "\n")
+        if out_dir is not None:
+            unfinished = [b for b in selected if b not in results["benchmarks"]]
+            _write_results(out_dir / RESULTS_FILE, results, unfinished)
+    results["benchmarks"] = {bench: results["benchmarks"][bench] for bench in selected}  # the requested order
     results["average"] = {
         str(k): sum(b["pass_at_k"][str(k)] for b in results["benchmarks"].values()) / len(results["benchmarks"])
         for k in ks
     }
     if out_dir is not None:
-        (out_dir / RESULTS_FILE).write_text(json.dumps(results, indent=1), encoding="utf-8")
+        _write_results(out_dir / RESULTS_FILE, results, [])
         plot_pass_at_k([results], out_dir / PLOT_FILE)
     return results
+
+
+def _make_sampler(backend, model, tokenizer, seed, batch_size, backend_kwargs):
+    if backend == "vllm":
+        return VLLMSampler(model, seed=seed, **(backend_kwargs or {}))
+    return TransformersSampler(model, tokenizer, batch_size=batch_size, **(backend_kwargs or {}))
+
+
+def _finished_benchmarks(path: Path, settings: dict) -> dict:
+    """Benchmarks an earlier run with the same settings already wrote to `path` (none if there is no such file)."""
+    if not path.is_file():
+        return {}
+    previous = load_results(path)
+    old = previous.get("settings", {})
+    differing = [key for key in settings if key != "benchmarks" and old.get(key) != settings[key]]
+    if differing:
+        changes = ", ".join(f"{key}: {old.get(key)!r} there, {settings[key]!r} now" for key in differing)
+        raise ValueError(
+            f"{path} holds results of an evaluation with other settings ({changes}); use another --out, or delete "
+            "the file to start over."
+        )
+    dropped = [bench for bench in previous["benchmarks"] if bench not in settings["benchmarks"]]
+    if dropped:  # rewriting the file without them would lose them
+        raise ValueError(
+            f"{path} holds results for {dropped}, which this run does not ask for; add them to --benchmarks, use "
+            "another --out, or delete the file to start over."
+        )
+    return previous["benchmarks"]
+
+
+def _write_results(path: Path, results: dict, unfinished: list[str]) -> None:
+    """Write atomically (temporary file + rename), so an interruption never leaves a truncated results file."""
+    partial = path.with_name(path.name + ".tmp")
+    partial.write_text(json.dumps({**results, "unfinished": unfinished}, indent=1), encoding="utf-8")
+    os.replace(partial, path)
 
 
 def _grade(verifier: Any, completions: list[str], answers: list[str], desc: str) -> list[float]:
@@ -372,6 +426,7 @@ def compare_results(results: Sequence[dict], ks: Sequence[int] | None = None) ->
     """Markdown: a pass@k table (rows: benchmarks + average; one column per model and k), then, for each model
     after the first, the problems it solves (any of its samples correct) that the first model never solved, and
     the reverse."""
+    _check_comparable(results)
     ks = [str(k) for k in (ks or [min(results[0]["ks"]), max(results[0]["ks"])])]
     for result in results:
         missing = [k for k in ks if k not in result["average"]]
@@ -400,6 +455,31 @@ def compare_results(results: Sequence[dict], ks: Sequence[int] | None = None) ->
                 f"and no longer solves {len(lost)} {lost} compared with {base['model']}."
             )
     return "\n".join(lines)
+
+
+# Settings that change what pass@k measures; models, backends and seeds may differ between compared results.
+_COMPARED_SETTINGS = ("n", "limit", "chat", "temperature", "top_p", "max_new_tokens")
+
+
+def _check_comparable(results: Sequence[dict]) -> None:
+    """Refuse averages over different benchmark sets; warn when the settings behind the numbers differ."""
+    benches = [sorted(r["benchmarks"]) for r in results]
+    if any(b != benches[0] for b in benches):
+        listed = "; ".join(f"{r['model']}: {', '.join(b)}" for r, b in zip(results, benches))
+        raise ValueError(
+            f"the results cover different benchmark sets ({listed}), so their averages are not comparable; evaluate "
+            "every model with the same --benchmarks (a rerun with the same --out runs only the missing ones)."
+        )
+    for result in results:
+        if "settings" not in result:
+            warnings.warn(f"{result['model']}: no eval settings recorded (an older rs-trl wrote it).", stacklevel=3)
+        elif result.get("unfinished"):
+            warnings.warn(f"{result['model']}: unfinished benchmarks {result['unfinished']}.", stacklevel=3)
+    recorded = [r for r in results if "settings" in r]
+    for key in _COMPARED_SETTINGS:
+        values = {r["model"]: r["settings"].get(key) for r in recorded}
+        if len(set(map(repr, values.values()))) > 1:
+            warnings.warn(f"results were evaluated with different {key}: {values}.", stacklevel=3)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -435,6 +515,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from .offline import resolve_model
 
+    _check_model_arg(args.model)
     results = evaluate_pass_at_k(
         resolve_model(args.model),
         args.benchmarks,
@@ -455,6 +536,28 @@ def main(argv: list[str] | None = None) -> int:
     print(compare_results([results], results["ks"]))
     print(f"wrote {Path(args.out) / RESULTS_FILE} and {Path(args.out) / PLOT_FILE}")
     return 0
+
+
+def _check_model_arg(model: str) -> None:
+    """A missing local model must be one line naming it, not a Hub lookup's traceback."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    from .offline import OFFLINE_PREFIX
+
+    if model.startswith(OFFLINE_PREFIX) or Path(model).exists():
+        return
+    parent = Path(model).parent
+    if parent == Path(".") or not parent.is_dir():  # e.g. org/name, unless ./org exists: then it is a local path
+        try:
+            validate_repo_id(model)
+            return  # a valid Hub id is left to the Hub
+        except HFValidationError:
+            pass
+    raise ValueError(
+        f"--model {model!r}: no such directory, and not a Hub id; pass a local model directory, a Hub id (org/name) "
+        "or offline:SmolLM2-135M-Instruct."
+    )
 
 
 def compare_main(argv: list[str] | None = None) -> int:

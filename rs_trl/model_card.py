@@ -66,6 +66,29 @@ def add_rs_grpo_section(card_path: str | Path, args: RSGRPOConfig, base_model: s
     card_path.write_text(text, encoding="utf-8")
 
 
+def is_hub_id(name: str | None) -> bool:
+    """Whether `name` is an `org/name` Hub id rather than a local path or a locally generated dataset's name."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    if not name or "/" not in name or Path(name).exists():
+        return False
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
+
+
+def name_local_base_model(card_path: str | Path, base_model: str | None):
+    """TRL links the base model only when it is a Hub id and otherwise writes "[None](https://huggingface.co/None)";
+    name a local base model by its path instead, as plain text."""
+    card_path = Path(card_path)
+    text = card_path.read_text(encoding="utf-8")
+    replacement = f"`{base_model}` (a local model)" if base_model else "a local model"
+    card_path.write_text(text.replace("[None](https://huggingface.co/None)", replacement), encoding="utf-8")
+
+
 def _drop_section(text: str, title: str) -> str:
     """Remove a `## title` section (up to the next `## ` heading), so regenerating a card never duplicates it."""
     start = text.find(title)

@@ -56,22 +56,44 @@ class ScriptArguments(trl.ScriptArguments):
             "use `rs-trl eval` for pass@k)."
         },
     )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Start a new run in an output_dir that holds a previous one, deleting its checkpoints."},
+    )
+    resume_allow_config_change: bool = field(
+        default=False,
+        metadata={
+            "help": "Resume a checkpoint even if its model, dataset or risk_beta differ from this run's (else an error)."
+        },
+    )
+
+
+USAGE = """rs-trl train [--config RECIPE.yaml] [--FIELD VALUE ...]
+
+  --config RECIPE.yaml  a recipe: a YAML mapping of the fields below (see recipes/); flags override its values.
+                        Without --config, the offline CPU demo recipe (rs_trl/recipes_default/demo.yaml) is the base.
+  The defaults shown below are the fields' own, before any recipe."""
 
 
 def make_parser():
     """`TrlParser` over (ScriptArguments, RSGRPOConfig, ModelConfig): `--config x.yaml` plus per-field flags."""
     from trl import ModelConfig, TrlParser
 
-    return TrlParser((ScriptArguments, RSGRPOConfig, ModelConfig), prog="rs-trl train")
+    return TrlParser((ScriptArguments, RSGRPOConfig, ModelConfig), prog="rs-trl train", usage=USAGE)
 
 
 def parse_args(argv: list[str] | None = None):
     """Parse `argv`; without `--config`, the packaged offline demo recipe is the base that flags override."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    parser = make_parser()
+    if "-h" in argv or "--help" in argv:  # help before any recipe applies, so it shows the fields' own defaults
+        parser.parse_args_and_config(argv)  # prints the help and exits
     if "--config" not in argv:
         argv = ["--config", str(resources.files("rs_trl") / DEFAULT_RECIPE), *argv]
-    parser = make_parser()
-    _check_recipe_keys(argv[argv.index("--config") + 1], {action.dest for action in parser._actions})
+    position = argv.index("--config") + 1
+    if position == len(argv) or argv[position].startswith("--"):
+        raise ValueError("--config needs a value: the path of a recipe YAML, e.g. --config recipes/.../config.yaml.")
+    _check_recipe_keys(argv[position], {action.dest for action in parser._actions})
     return parser.parse_args_and_config(argv)
 
 
@@ -79,8 +101,15 @@ def _check_recipe_keys(path: str, known: set[str]):
     """Reject recipe keys that are no field (typos would otherwise be ignored or reported obscurely)."""
     import yaml
 
-    with open(path) as file:
-        recipe = yaml.safe_load(file) or {}
+    if not Path(path).is_file():
+        raise ValueError(f"--config {path}: no such file; pass the path of a recipe YAML (see recipes/README.md).")
+    try:
+        recipe = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(error, "problem", None) or " ".join(str(error).split())
+        raise ValueError(f"{path}: not valid YAML ({where}{problem}); fix the recipe.") from None
     if not isinstance(recipe, dict):
         raise ValueError(f"{path}: a recipe must be a YAML mapping of `field: value`, got {type(recipe).__name__}.")
     for key in recipe:
@@ -112,6 +141,19 @@ def resolve_reward_funcs(names: list[str]) -> list:
     return funcs
 
 
+def check_report_to(report_to: list[str]) -> None:
+    """Every `report_to` integration must be installed: Trainer would otherwise fail only after the model loads."""
+    from transformers.integrations import get_available_reporting_integrations
+
+    for name in report_to:
+        if name not in get_available_reporting_integrations():
+            package = {"azure_ml": "azureml-core"}.get(name, name)
+            raise ValueError(
+                f"report_to: {name!r} is not installed; pip install {package} (or pip install 'rs_trl[tracking]' for "
+                "wandb and tensorboard), or pass --report_to none."
+            )
+
+
 def greedy_accuracy(model, tokenizer, dataset, max_new_tokens: int, batch_size: int = 16) -> float:
     """Share of `dataset` problems whose greedy completion earns math_accuracy_reward 1.0."""
     from .evaluation import TransformersSampler
@@ -132,6 +174,7 @@ def train(script_args: ScriptArguments, training_args: RSGRPOConfig, model_args)
 
     from .data import TRAIN_SETS, load_math_dataset
     from .offline import resolve_model
+    from .run_dir import RunIdentityCallback, parse_resume, prepare_run_dir, run_identity
     from .trainer import RSGRPOTrainer
 
     # Everything that can be wrong with the arguments fails here, before any model is loaded.
@@ -140,6 +183,9 @@ def train(script_args: ScriptArguments, training_args: RSGRPOConfig, model_args)
         raise ValueError(
             "model_name_or_path is required: a Hub id, a local directory or 'offline:SmolLM2-135M-Instruct'."
         )
+    if training_args.max_steps == 0:
+        raise ValueError("max_steps must be positive, or -1 to train for num_train_epochs; got 0.")
+    check_report_to(training_args.report_to)
     state = PartialState()
     for name in ("dataset_config", "dataset_streaming"):
         if getattr(script_args, name):
@@ -149,7 +195,15 @@ def train(script_args: ScriptArguments, training_args: RSGRPOConfig, model_args)
     if script_args.eval_limit and state.num_processes > 1:
         raise ValueError("eval_limit > 0 needs a single process; for multi-GPU runs use `rs-trl eval` afterwards.")
 
+    identity = run_identity(script_args, training_args, model_args)
     with state.main_process_first():  # one process converts/downloads, the others reuse its cache
+        checkpoint = prepare_run_dir(
+            training_args.output_dir,
+            parse_resume(training_args.resume_from_checkpoint),
+            script_args.overwrite_output_dir,
+            identity,
+            script_args.resume_allow_config_change,
+        )
         model_path = resolve_model(model_args.model_name_or_path)
         train_dataset = load_math_dataset(
             script_args.dataset_name,
@@ -181,6 +235,7 @@ def train(script_args: ScriptArguments, training_args: RSGRPOConfig, model_args)
         train_dataset=train_dataset,
         peft_config=get_peft_config(model_args),
         quantization_config=get_quantization_config(model_args),
+        callbacks=[RunIdentityCallback(identity)],
     )
 
     metrics: dict = {
@@ -192,7 +247,7 @@ def train(script_args: ScriptArguments, training_args: RSGRPOConfig, model_args)
         metrics["accuracy_before"] = greedy_accuracy(
             trainer.model, trainer.processing_class, eval_dataset, training_args.max_completion_length
         )
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.train(resume_from_checkpoint=checkpoint)
     if eval_dataset is not None:
         metrics["accuracy_after"] = greedy_accuracy(
             trainer.model, trainer.processing_class, eval_dataset, training_args.max_completion_length

@@ -22,9 +22,10 @@ from trl.trainer.grpo_trainer import EnvironmentFactory, RewardFunc, RolloutFunc
 from trl.trainer.utils import get_config_model_id, is_async_callable, nanstd
 
 from .advantages import risk_sensitive_advantages, zero_variance_groups
+from .checkpoints import check_resumable, last_complete_checkpoint
 from .config import RSGRPOConfig
 from .dynamic_sampling import DynamicSampler, RefillSampler, StreamRefill
-from .model_card import add_rs_grpo_section
+from .model_card import add_rs_grpo_section, is_hub_id, name_local_base_model
 from .reward_guard import TALLY_FIELDS, RewardHealth, guard_reward_function, required_columns
 
 DYNAMIC_SAMPLING_STATE = "dynamic_sampling_state.json"
@@ -383,11 +384,35 @@ class RSGRPOTrainer(GRPOTrainer):
         return [row for row in rows for _ in range(group_size)]
 
     def create_model_card(self, model_name=None, dataset_name=None, tags=None):
-        """TRL's card plus an "RS-GRPO settings" section (risk_beta, base model, dataset, update settings)."""
-        super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=tags)
+        """TRL's card plus an "RS-GRPO settings" section (risk_beta, base model, dataset, update settings).
+
+        Only Hub datasets are linked; a local base model is named by its path (TRL would write "[None](...)")."""
+        super().create_model_card(
+            model_name=model_name, dataset_name=dataset_name if is_hub_id(dataset_name) else None, tags=tags
+        )
         if self.is_world_process_zero():
             base_model = get_config_model_id(self.model.config)
-            add_rs_grpo_section(Path(self.args.output_dir) / "README.md", self.args, base_model, dataset_name)
+            card = Path(self.args.output_dir) / "README.md"
+            name_local_base_model(card, base_model)
+            add_rs_grpo_section(card, self.args, base_model, dataset_name)
+
+    def train(self, resume_from_checkpoint=None, **kwargs):
+        """TRL's `train`; `resume_from_checkpoint=True` takes the last *complete* checkpoint, and any checkpoint is
+        checked (complete, readable, RNG and dynamic-sampling state present) and named before it is loaded."""
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
+            if resume_from_checkpoint is None:
+                raise ValueError(
+                    f"resume_from_checkpoint=True, but {self.args.output_dir} holds no complete checkpoint; train "
+                    "from scratch without it, or pass the path of a checkpoint."
+                )
+        if resume_from_checkpoint:
+            # The file names Trainer._save_rng_state and our _save_checkpoint write.
+            rng_file = f"rng_state_{self.args.process_index}.pth" if self.args.world_size > 1 else "rng_state.pth"
+            dynamic_sampling_file = DYNAMIC_SAMPLING_STATE if self._dynamic_sampler is not None else None
+            check_resumable(resume_from_checkpoint, rng_file, dynamic_sampling_file)
+            self.accelerator.print(f"Resuming from {resume_from_checkpoint}.")
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
 
     def _save_checkpoint(self, model, trial):
         super()._save_checkpoint(model, trial)

@@ -77,3 +77,19 @@ def test_hub_loader_missing_column_error(tmp_path):
 def test_clear_errors(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+@pytest.mark.parametrize("name", ["arithmetic", "gsm_symbolic"])
+def test_held_out_problems_are_never_training_problems(name):
+    """Train on far more rows than the problem space holds; no test or benchmark problem may appear among them."""
+    train = {p[0]["content"] for p in load_math_dataset(name, limit=3000 if name == "arithmetic" else 600)["prompt"]}
+    for seed in (0, 1):
+        test = [p[0]["content"] for p in load_math_dataset(name, split="test", limit=50, seed=seed)["prompt"]]
+        assert len(set(test)) == len(test) == 50 and not train & set(test)
+    benchmark = [p[0]["content"] for p in load_benchmark(f"{name}-test")["prompt"]]
+    assert len(set(benchmark)) == len(benchmark) == 50 and not train & set(benchmark)
+
+
+def test_asking_for_more_held_out_problems_than_exist_is_a_clear_error():
+    with pytest.raises(ValueError, match="arithmetic: only 63 distinct 'test' problems exist, 64 were asked for"):
+        load_math_dataset("arithmetic", split="test", limit=64)

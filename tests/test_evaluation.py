@@ -125,7 +125,7 @@ def test_evaluate_with_loaded_model_and_custom_dataset(tiny_model_dir):
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     custom = Dataset.from_dict({"prompt": ["1 + 1 =", "2 + 2 ="], "answer": ["2", "4"]})
     results = evaluate_pass_at_k(model, {"mine": custom}, n=2, temperature=0.0, max_new_tokens=4, tokenizer=tokenizer)
-    assert results["backend"] == "transformers" and set(results["benchmarks"]) == {"mine"}
+    assert results["settings"]["backend"] == "transformers" and set(results["benchmarks"]) == {"mine"}
     assert model.training  # a trainer's live model is handed back in training mode
     with pytest.raises(ValueError, match="lacks column"):
         evaluate_pass_at_k(model, {"bad": Dataset.from_dict({"prompt": ["x"]})}, n=1, tokenizer=tokenizer)
@@ -147,3 +147,77 @@ def test_transformers_backend_pads_with_eos_when_the_tokenizer_has_no_pad_token(
     completions = sampler.sample(["1 + 1 =", "a much longer prompt: 2 + 2 ="], 2, 1.0, 1.0, 4, desc="no pad")
     assert [len(c) for c in completions] == [2, 2]
     assert sampler.tokenizer.pad_token == sampler.tokenizer.eos_token
+EVAL_ARGS = ["--limit", "2", "--n", "2", "--max-new-tokens", "4", "--benchmarks", "arithmetic-test"]
+
+
+def test_eval_writes_each_benchmark_as_it_finishes_and_a_rerun_skips_it(tiny_model_dir, tmp_path, monkeypatch):
+    from rs_trl import evaluation
+
+    out = tmp_path / "run"
+    argv = ["--model", tiny_model_dir, *EVAL_ARGS, "gsm_symbolic-test", "--backend", "transformers", "--out", str(out)]
+    real_sample = evaluation.TransformersSampler.sample
+
+    def crash_on_second_benchmark(self, prompts, n, temperature, top_p, max_new_tokens, desc):
+        if desc == "gsm_symbolic-test":
+            raise KeyboardInterrupt  # Ctrl-C during benchmark 2
+        return real_sample(self, prompts, n, temperature, top_p, max_new_tokens, desc)
+
+    monkeypatch.setattr(evaluation.TransformersSampler, "sample", crash_on_second_benchmark)
+    with pytest.raises(KeyboardInterrupt):
+        main(argv)
+    partial = json.loads((out / "pass_at_k.json").read_text())
+    assert list(partial["benchmarks"]) == ["arithmetic-test"] and partial["unfinished"] == ["gsm_symbolic-test"]
+    assert partial["settings"]["model_path"] == tiny_model_dir and partial["settings"]["n"] == 2
+
+    sampled = []
+
+    def record(self, prompts, *args):
+        sampled.append(args[-1])
+        return [[""] * 2] * len(prompts)
+
+    monkeypatch.setattr(evaluation.TransformersSampler, "sample", record)
+    assert main(argv) == 0
+    assert sampled == ["gsm_symbolic-test"]  # the finished benchmark is not run again
+    final = json.loads((out / "pass_at_k.json").read_text())
+    assert final["benchmarks"]["arithmetic-test"] == partial["benchmarks"]["arithmetic-test"]
+    assert final["unfinished"] == [] and set(final["benchmarks"]) == {"arithmetic-test", "gsm_symbolic-test"}
+
+    other_settings = r"pass_at_k.json holds results of an evaluation with other settings \(n: 2 there, 4 now"
+    with pytest.raises(ValueError, match=other_settings):
+        main([*argv, "--n", "4"])
+    with pytest.raises(
+        ValueError, match=r"holds results for \['gsm_symbolic-test'\], which this run does not ask for"
+    ):
+        main(["--model", tiny_model_dir, *EVAL_ARGS, "--backend", "transformers", "--out", str(out)])
+
+
+def _result(model, benchmarks=("arithmetic-test",), **settings):
+    base = {"n": 4, "limit": None, "chat": True, "temperature": 0.6, "top_p": 0.95, "max_new_tokens": 64}
+    curve = {"1": 0.5, "4": 0.9}
+    return {
+        "model": model,
+        "settings": {**base, **settings, "model_path": model},
+        "ks": [1, 4],
+        "benchmarks": {b: {"pass_at_k": curve, "problems": []} for b in benchmarks},
+        "average": curve,
+    }
+
+
+def test_compare_refuses_different_benchmark_sets_and_warns_on_different_settings():
+    with pytest.raises(ValueError, match="different benchmark sets.*B: arithmetic-test, champ"):
+        compare_results([_result("A"), _result("B", ("arithmetic-test", "champ"))])
+    with pytest.warns(UserWarning, match=r"different n: \{'A': 4, 'B': 8\}"):
+        compare_results([_result("A"), _result("B", n=8)])
+    with pytest.warns(UserWarning, match="different limit"):
+        compare_results([_result("A"), _result("B", limit=20)])
+    with pytest.warns(UserWarning, match="different chat"):
+        compare_results([_result("A"), _result("B", chat=False)])
+
+
+def test_eval_nonexistent_model_path_is_one_line(tmp_path, capsys):
+    from rs_trl.cli import main as cli_main
+
+    missing = tmp_path / "outputs" / "grpo"
+    assert cli_main(["eval", "--model", str(missing), *EVAL_ARGS, "--out", str(tmp_path / "r")]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and f"--model '{missing}': no such directory" in error

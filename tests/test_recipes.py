@@ -125,3 +125,14 @@ def test_accelerate_config_is_valid(path):
         assert config.use_cpu and config.num_processes == 2 and config.mixed_precision == "no"
     else:
         assert config.mixed_precision == "bf16" and not config.use_cpu
+
+
+def test_recipes_report_only_to_integrations_our_extras_install():
+    import tomllib
+
+    extras = tomllib.loads((RECIPES.parent / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    installed = {req.split(">")[0].split("[")[0].strip() for reqs in extras.values() for req in reqs}
+    for path in TRAIN_RECIPES:
+        report_to = _load(path).get("report_to", [])
+        for integration in [report_to] if isinstance(report_to, str) else report_to:
+            assert integration == "none" or integration in installed, f"{path}: report_to {integration}"

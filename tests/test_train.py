@@ -1,5 +1,6 @@
 """The `rs-trl train` entry point: the demo path, 2-process accelerate launch, LoRA + adapter reload, Hub card."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -158,3 +159,73 @@ def test_model_card_section_is_inserted_once_before_citations(tmp_path):
     text = card.read_text()
     assert text.count(SECTION_TITLE) == 1 and text.index(SECTION_TITLE) < text.index("## Citations")
     assert "| risk_beta | 0 |" in text and "standard GRPO" in text and "org/base" in text and "hiyouga/math12k" in text
+
+
+def test_help_mentions_config_and_shows_the_fields_own_defaults(capsys):
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--config RECIPE.yaml" in text
+
+    def default(flag: str) -> str:
+        after = text.split(flag, 1)[1]
+        return after[after.index("(default: ") :].split(")")[0].removeprefix("(default: ")
+
+    # The fields' own defaults, not the demo recipe's (12 steps of the offline SmolLM2).
+    assert default("--max_steps MAX_STEPS") == "-1" and default("--model_name_or_path MODEL_NAME_OR_PATH") == "None"
+    assert default("--risk_beta RISK_BETA") == "2.0"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--config"], "--config needs a value"),
+        (["--config", "missing.yaml"], "--config missing.yaml: no such file"),
+        (["--config", "{bad}"], r"bad.yaml: not valid YAML \(line 2, column 5"),
+    ],
+)
+def test_config_file_errors_are_one_line_naming_the_file(tmp_path, capsys, argv, message):
+    import re
+
+    from rs_trl.cli import main as cli_main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("risk_beta: [2\nbeta: 0\n")
+    argv = [str(bad) if a == "{bad}" else a for a in argv]
+    assert cli_main(["train", *argv]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and re.search(message, error), error
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--max_steps", "0"], "max_steps must be positive, or -1"),
+        (["--report_to", "tensorboard"], "report_to: 'tensorboard' is not installed; pip install tensorboard"),
+    ],
+)
+def test_bad_run_settings_fail_before_the_model_loads(tmp_path, flags, message):
+    pytest.importorskip("torch")
+    if "tensorboard" in flags and importlib.util.find_spec("tensorboard") is not None:
+        pytest.skip("tensorboard is installed here")
+    argv = ["--model_name_or_path", "/nonexistent/model-must-not-be-loaded", "--output_dir", str(tmp_path), *flags]
+    with pytest.raises(ValueError, match=message):
+        train(*parse_args(argv))
+
+
+def test_model_card_names_a_local_base_model_and_links_only_hub_datasets(tiny_model, tmp_path):
+    from datasets import Dataset
+
+    from rs_trl import RSGRPOTrainer
+    from rs_trl.tiny import cpu_training_args
+
+    dataset = Dataset.from_dict({"prompt": ["Q"] * 8, "answer": ["1"] * 8})
+    trainer = RSGRPOTrainer(
+        model=str(tiny_model), reward_funcs=length_reward, args=cpu_training_args(tmp_path), train_dataset=dataset
+    )
+    trainer.create_model_card(model_name="m", dataset_name="arithmetic")
+    card = (tmp_path / "README.md").read_text()
+    assert "[None]" not in card and "huggingface.co/None" not in card and "datasets/arithmetic" not in card
+    assert f"fine-tuned version of `{tiny_model}`" in card and "| dataset | arithmetic |" in card
+    trainer.create_model_card(model_name="m", dataset_name="hiyouga/math12k")
+    assert "[hiyouga/math12k](https://huggingface.co/datasets/hiyouga/math12k)" in (tmp_path / "README.md").read_text()
