@@ -103,7 +103,8 @@ EXPECTED_DISTRIBUTED = {
     "zero2.yaml": DistributedType.DEEPSPEED,
     "zero3.yaml": DistributedType.DEEPSPEED,
     "fsdp.yaml": DistributedType.FSDP,
-    "cpu_gloo.yaml": DistributedType.MULTI_CPU,
+    # MULTI_GPU: MULTI_CPU would make `accelerate launch` start a single process (see the config's comment).
+    "cpu_gloo.yaml": DistributedType.MULTI_GPU,
 }
 
 
@@ -122,6 +123,6 @@ def test_accelerate_config_is_valid(path):
     for key in {**config.deepspeed_config, **config.fsdp_config}:
         assert key in launch_options, f"{path.name}: {key} is not an accelerate launch option"
     if path.name == "cpu_gloo.yaml":
-        assert config.use_cpu and config.num_processes == 2 and config.mixed_precision == "no"
+        assert config.num_processes == 2 and config.mixed_precision == "no"
     else:
         assert config.mixed_precision == "bf16" and not config.use_cpu
