@@ -3,12 +3,12 @@
     accelerate launch --config_file recipes/accelerate_configs/<config>.yaml ... cluster_worker.py MODEL_DIR OUT_DIR \
         --world-size 2 --distributed-type DEEPSPEED [--lora] [--save-steps 1] [--resume-from CHECKPOINT]
 
-Every check that can be made inside the process is asserted here (a failing rank exits non-zero): the world size
-and distributed type it was launched with, that the advantages reaching the loss equal the risk-sensitive advantages
-recomputed from the rewards of the loss batch's own completions, that the loss is finite, that the weights moved, and
-that the saved model reloads with `from_pretrained` to the trained weights. What needs all ranks (same number of
-generation rounds, dynamic-sampling state after resume) is written to OUT_DIR/rank<R>.json for the test to compare.
-Counts are taken here (reward-function calls), not from the trainer's own metrics.
+Asserted inside every rank (a failing rank exits non-zero): the world size and distributed type it was launched with,
+that every advantage reaching the loss equals the risk-sensitive advantage of its completion computed here from the
+rewards its group got, and that the loss is finite. Written for the test, which checks what needs all ranks or a clean
+process: OUT_DIR/rank<R>.json (reward-function calls = generation rounds, counted here rather than read from the
+trainer's metrics; the refill position each step starts from) and, from the main process, the trained weights
+gathered independently of the save (OUT_DIR/trained_weights.safetensors).
 """
 
 import argparse
