@@ -168,16 +168,25 @@ def test_fsdp2_is_gpu_only(tiny_model_dir, tmp_path):
 
 
 def test_two_machines(tiny_model_dir, tmp_path):
-    """The multi-node launch of recipes/slurm: two `accelerate launch` (machine rank 0 and 1), one process each."""
+    """recipes/slurm/launch_node.sh as srun runs it on 2 nodes: machine rank 0 and 1, one process each, over gloo."""
     out = tmp_path / "two_machines"
-    port = str(free_port())
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"  # the `accelerate` of this interpreter
+    env |= {"NUM_MACHINES": "2", "GPUS_PER_NODE": "1", "MAIN_PROCESS_IP": "127.0.0.1", "MAIN_PROCESS_PORT": str(free_port())}
+    worker = [str(WORKER), tiny_model_dir, str(out), "--world-size", "2", "--distributed-type", "MULTI_CPU"]
     procs, logs = [], []
     for machine_rank in (0, 1):
-        launch = ["--config_file", str(CONFIGS / "cpu_gloo.yaml"), "--num_machines", "2", "--num_processes", "2"]
-        launch += ["--machine_rank", str(machine_rank), "--main_process_ip", "127.0.0.1", "--main_process_port", port]
-        worker = [tiny_model_dir, str(out), "--world-size", "2", "--distributed-type", "MULTI_CPU"]
         logs.append(tmp_path / f"machine{machine_rank}.log")
-        procs.append(start(launch, worker, logs[-1]))
+        command = ["bash", str(ROOT / "recipes" / "slurm" / "launch_node.sh"), str(CONFIGS / "cpu_gloo.yaml"), *worker]
+        procs.append(
+            subprocess.Popen(
+                command,
+                env={**env, "SLURM_PROCID": str(machine_rank)},
+                stdout=logs[-1].open("w"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
     wait_all(procs, logs, "two_machines")
     rank_results(out, "MULTI_CPU")
     check_saved_model(out, tiny_model_dir)
