@@ -126,3 +126,25 @@ def test_accelerate_config_is_valid(path):
         assert config.num_processes == 2 and config.mixed_precision == "no"
     else:
         assert config.mixed_precision == "bf16" and not config.use_cpu
+
+
+def test_tested_configurations_table():
+    """recipes/README.md's table claims "tested on CPU in CI" only where a test in tests/test_cluster.py runs it."""
+    import ast
+    import re
+
+    cluster_tests = {
+        node.name
+        for node in ast.parse((RECIPES.parent / "tests" / "test_cluster.py").read_text()).body
+        if isinstance(node, ast.FunctionDef) and node.name.startswith("test_")
+    }
+    section = (RECIPES / "README.md").read_text().split("## Tested configurations")[1]
+    rows = [line.strip("|").split("|") for line in section.splitlines() if line.startswith("| `")]
+    assert {re.match(r" `([\w.]+)`", row[0]).group(1) for row in rows} == set(EXPECTED_DISTRIBUTED)
+    for row in rows:
+        assert len(row) == 5, row
+        for cell in map(str.strip, row[1:]):
+            assert cell.startswith(("tested on CPU in CI", "GPU only, not tested", "not tested")), cell
+            named = set(re.findall(r"`(test_\w+)`", cell))
+            assert named <= cluster_tests, named - cluster_tests
+            assert named or not cell.startswith("tested"), f"{cell!r} names no test"
