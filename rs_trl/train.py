@@ -204,6 +204,9 @@ def train(script_args: ScriptArguments, training_args: RSGRPOConfig, model_args)
     if training_args.push_to_hub:
         trainer.push_to_hub(dataset_name=card_dataset)
         trainer.accelerator.print(f"Pushed to https://huggingface.co/{trainer.hub_model_id}.")
+    # Rank 0 is still saving, writing the card and metrics (and pushing) when the other ranks get here: tear the
+    # process group down only once all ranks have arrived, as torch.distributed requires (it can hang otherwise).
+    trainer.accelerator.wait_for_everyone()
     trainer.accelerator.end_training()
     return metrics
 

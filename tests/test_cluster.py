@@ -44,11 +44,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(launch_args: list[str], worker_args: list[str], log: Path) -> subprocess.Popen:
-    command = [sys.executable, "-m", "accelerate.commands.launch", *launch_args, str(WORKER), *worker_args]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+def start(command: list[str], log: Path, **env: str) -> subprocess.Popen:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), **env}
     # Own session: on a hang the whole tree (launcher, torchrun agent, ranks) is killed together.
     return subprocess.Popen(command, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def accelerate_launch(launch_args: list[str], worker_args: list[str]) -> list[str]:
+    return [sys.executable, "-m", "accelerate.commands.launch", *launch_args, str(WORKER), *worker_args]
 
 
 def wait_all(procs: list[subprocess.Popen], logs: list[Path], name: str):
@@ -61,7 +64,9 @@ def wait_all(procs: list[subprocess.Popen], logs: list[Path], name: str):
         for proc in procs:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
-        pytest.fail(f"{name}: hung, killed after {HANG_TIMEOUT} s\n" + "\n".join(log.read_text()[-3000:] for log in logs))
+        pytest.fail(
+            f"{name}: hung, killed after {HANG_TIMEOUT} s\n" + "\n".join(log.read_text()[-3000:] for log in logs)
+        )
     WALL_TIMES[name] = WALL_TIMES.get(name, 0.0) + time.monotonic() - started
     for proc, log in zip(procs, logs):
         assert proc.returncode == 0, f"{name}: exit {proc.returncode}\n{log.read_text()[-6000:]}"
@@ -71,7 +76,7 @@ def run(name: str, launch_args: list[str], model_dir: str, out: Path, *worker_ar
     port = ["--main_process_port", str(free_port())]
     log = out.with_suffix(".log")
     worker = [model_dir, str(out), "--world-size", "2", "--distributed-type", distributed_type, *worker_args]
-    wait_all([start([*launch_args, *port], worker, log)], [log], name)
+    wait_all([start(accelerate_launch([*launch_args, *port], worker), log)], [log], name)
 
 
 def rank_results(out: Path, distributed_type: str, steps: int = STEPS) -> list[dict]:
@@ -115,7 +120,13 @@ def report_wall_times():
 def test_ddp_gloo_two_processes(tiny_model_dir, tmp_path):
     """`cpu_gloo.yaml` as shipped really starts the 2 processes it names."""
     out = tmp_path / "ddp"
-    run("ddp_gloo", ["--config_file", str(CONFIGS / "cpu_gloo.yaml")], tiny_model_dir, out, distributed_type="MULTI_CPU")
+    run(
+        "ddp_gloo",
+        ["--config_file", str(CONFIGS / "cpu_gloo.yaml")],
+        tiny_model_dir,
+        out,
+        distributed_type="MULTI_CPU",
+    )
     ranks = rank_results(out, "MULTI_CPU")
     assert sum(r["rounds"] for r in ranks[0]["records"]) > STEPS  # refill rounds happened, on both ranks alike
     check_saved_model(out, tiny_model_dir)
@@ -145,7 +156,15 @@ def test_deepspeed_checkpoint_resume_and_final_model(tiny_model_dir, tmp_path, c
     saved_state = json.loads((checkpoint / "dynamic_sampling_state.json").read_text())
     assert saved_state["drawn"] > 0  # refills happened before the checkpoint, so restoring it is observable
     resumed = tmp_path / f"{name}_resumed"
-    run(f"{name}_resume", launch, tiny_model_dir, resumed, "--resume-from", str(checkpoint), distributed_type="DEEPSPEED")
+    run(
+        f"{name}_resume",
+        launch,
+        tiny_model_dir,
+        resumed,
+        "--resume-from",
+        str(checkpoint),
+        distributed_type="DEEPSPEED",
+    )
     for rank, result in zip(ranks, rank_results(resumed, "DEEPSPEED", steps=STEPS - 1)):
         assert result["records"][0]["step"] == 1
         assert result["records"][0]["sampler"] == saved_state == rank["records"][1]["sampler"]
@@ -161,7 +180,8 @@ def test_fsdp2_is_gpu_only(tiny_model_dir, tmp_path):
     """
     out, log = tmp_path / "fsdp", tmp_path / "fsdp.log"
     launch = ["--config_file", str(CONFIGS / "fsdp.yaml"), *CPU_OVERRIDES, "--main_process_port", str(free_port())]
-    proc = start(launch, [tiny_model_dir, str(out), "--world-size", "2", "--distributed-type", "FSDP"], log)
+    worker = [tiny_model_dir, str(out), "--world-size", "2", "--distributed-type", "FSDP"]
+    proc = start(accelerate_launch(launch, worker), log)
     with pytest.raises(AssertionError, match="exit 1"):
         wait_all([proc], [log], "fsdp2_gpu_only")
     assert "AssertionError: DistributedType.NO" in log.read_text()
@@ -170,23 +190,18 @@ def test_fsdp2_is_gpu_only(tiny_model_dir, tmp_path):
 def test_two_machines(tiny_model_dir, tmp_path):
     """recipes/slurm/launch_node.sh as srun runs it on 2 nodes: machine rank 0 and 1, one process each, over gloo."""
     out = tmp_path / "two_machines"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"  # the `accelerate` of this interpreter
-    env |= {"NUM_MACHINES": "2", "GPUS_PER_NODE": "1", "MAIN_PROCESS_IP": "127.0.0.1", "MAIN_PROCESS_PORT": str(free_port())}
+    script = ["bash", str(ROOT / "recipes" / "slurm" / "launch_node.sh"), str(CONFIGS / "cpu_gloo.yaml")]
     worker = [str(WORKER), tiny_model_dir, str(out), "--world-size", "2", "--distributed-type", "MULTI_CPU"]
-    procs, logs = [], []
-    for machine_rank in (0, 1):
-        logs.append(tmp_path / f"machine{machine_rank}.log")
-        command = ["bash", str(ROOT / "recipes" / "slurm" / "launch_node.sh"), str(CONFIGS / "cpu_gloo.yaml"), *worker]
-        procs.append(
-            subprocess.Popen(
-                command,
-                env={**env, "SLURM_PROCID": str(machine_rank)},
-                stdout=logs[-1].open("w"),
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        )
+    # What train.sbatch exports; PATH: the `accelerate` of this interpreter.
+    env = {
+        "NUM_MACHINES": "2",
+        "GPUS_PER_NODE": "1",
+        "MAIN_PROCESS_IP": "127.0.0.1",
+        "MAIN_PROCESS_PORT": str(free_port()),
+    }
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    logs = [tmp_path / f"machine{rank}.log" for rank in (0, 1)]
+    procs = [start([*script, *worker], log, SLURM_PROCID=str(rank), **env) for rank, log in zip((0, 1), logs)]
     wait_all(procs, logs, "two_machines")
     rank_results(out, "MULTI_CPU")
     check_saved_model(out, tiny_model_dir)

@@ -66,7 +66,9 @@ class CheckedTrainer(RSGRPOTrainer):
         sampler = self._refill_sampler.state_dict() if self._refill_sampler is not None else None
         calls_before = reward_calls
         output = super()._generate_and_score_completions(inputs)
-        self.records.append({"step": self.state.global_step, "sampler": sampler, "rounds": reward_calls - calls_before})
+        self.records.append(
+            {"step": self.state.global_step, "sampler": sampler, "rounds": reward_calls - calls_before}
+        )
         return output
 
     def compute_loss(self, model, inputs, *args, **kwargs):
@@ -166,6 +168,8 @@ def main():
         "global_step": trainer.state.global_step,
     }
     Path(options.output_dir, f"rank{accelerator.process_index}.json").write_text(json.dumps(result))
+    accelerator.wait_for_everyone()  # as rs_trl.train ends: all ranks tear the process group down together
+    accelerator.end_training()
 
 
 if __name__ == "__main__":
