@@ -11,6 +11,7 @@ and, inside the script, `use_cpu`/`ddp_backend` (see the worker). Every launch g
 checkouts on the same machine cannot collide, and a hang detector kills the whole process group.
 """
 
+import importlib.util
 import json
 import math
 import os
@@ -79,16 +80,17 @@ def run(name: str, launch_args: list[str], model_dir: str, out: Path, *worker_ar
     wait_all([start(accelerate_launch([*launch_args, *port], worker), log)], [log], name)
 
 
-def rank_results(out: Path, distributed_type: str, steps: int = STEPS) -> list[dict]:
-    """Checks across ranks: both reported, agree on every generation round, and trained every row they were given."""
-    ranks = [json.loads((out / f"rank{rank}.json").read_text()) for rank in range(2)]
+def rank_results(out: Path, distributed_type: str, steps: int = STEPS, world_size: int = 2) -> list[dict]:
+    """Checks across ranks: all reported, agree on every generation round, and trained every row they were given."""
+    ranks = [json.loads((out / f"rank{rank}.json").read_text()) for rank in range(world_size)]
     for result in ranks:
-        assert result["world_size"] == 2 and result["distributed_type"] == distributed_type
+        assert result["world_size"] == world_size and result["distributed_type"] == distributed_type
         assert result["global_step"] == STEPS and len(result["records"]) == steps
         assert all(math.isfinite(loss) for loss in result["losses"]) and len(result["losses"]) == steps
         assert result["checked_rows"] == steps * LOCAL_BATCH  # the advantage check saw every row of the loss
-    assert ranks[0]["reward_calls"] == ranks[1]["reward_calls"]
-    assert [r["rounds"] for r in ranks[0]["records"]] == [r["rounds"] for r in ranks[1]["records"]]
+    for result in ranks[1:]:
+        assert result["reward_calls"] == ranks[0]["reward_calls"]
+        assert [r["rounds"] for r in result["records"]] == [r["rounds"] for r in ranks[0]["records"]]
     return ranks
 
 
@@ -205,3 +207,21 @@ def test_two_machines(tiny_model_dir, tmp_path):
     wait_all(procs, logs, "two_machines")
     rank_results(out, "MULTI_CPU")
     check_saved_model(out, tiny_model_dir)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("vllm") is None, reason="needs the CPU build of vLLM: bash run.sh test-vllm"
+)
+def test_vllm_colocate(tmp_path):
+    """RS-GRPO generating with a real vLLM engine (vllm_mode="colocate"); the worker checks, at every generation
+    round, that vLLM holds exactly the policy's weights (TRL's weight sync ran) and the usual advantage checks."""
+    from rs_trl.tiny import build_tiny_model
+
+    model_dir = str(build_tiny_model(tmp_path / "model", hidden_size=128))  # vLLM's CPU attention needs head_dim >= 32
+    out, log = tmp_path / "vllm", tmp_path / "vllm.log"
+    worker = [sys.executable, str(WORKER), model_dir, str(out), "--world-size", "1", "--distributed-type", "NO"]
+    proc = start([*worker, "--vllm"], log, VLLM_CPU_KVCACHE_SPACE="1")  # GiB of KV cache
+    wait_all([proc], [log], "vllm_colocate")
+    ranks = rank_results(out, "NO", world_size=1)
+    assert sum(r["rounds"] for r in ranks[0]["records"]) > STEPS  # refill rounds generated with vLLM too
+    check_saved_model(out, model_dir)

