@@ -212,16 +212,22 @@ def test_two_machines(tiny_model_dir, tmp_path):
 @pytest.mark.skipif(
     importlib.util.find_spec("vllm") is None, reason="needs the CPU build of vLLM: bash run.sh test-vllm"
 )
-def test_vllm_colocate(tmp_path):
-    """RS-GRPO generating with a real vLLM engine (vllm_mode="colocate"); the worker checks, at every generation
-    round, that vLLM holds exactly the policy's weights (TRL's weight sync ran) and the usual advantage checks."""
+@pytest.mark.parametrize("processes", [1, 2])
+def test_vllm_colocate(tmp_path, processes):
+    """RS-GRPO generating with real vLLM engines (vllm_mode="colocate", one per process); the worker checks, at every
+    generation round, that vLLM holds exactly the policy's weights (TRL's weight sync ran), and the usual checks."""
     from rs_trl.tiny import build_tiny_model
 
     model_dir = str(build_tiny_model(tmp_path / "model", hidden_size=128))  # vLLM's CPU attention needs head_dim >= 32
     out, log = tmp_path / "vllm", tmp_path / "vllm.log"
-    worker = [sys.executable, str(WORKER), model_dir, str(out), "--world-size", "1", "--distributed-type", "NO"]
-    proc = start([*worker, "--vllm"], log, VLLM_CPU_KVCACHE_SPACE="1")  # GiB of KV cache
-    wait_all([proc], [log], "vllm_colocate")
-    ranks = rank_results(out, "NO", world_size=1)
+    distributed_type = "MULTI_CPU" if processes > 1 else "NO"
+    worker = [model_dir, str(out), "--world-size", str(processes), "--distributed-type", distributed_type, "--vllm"]
+    if processes > 1:
+        launch = ["--config_file", str(CONFIGS / "cpu_gloo.yaml"), "--main_process_port", str(free_port())]
+        command = accelerate_launch(launch, worker)
+    else:
+        command = [sys.executable, str(WORKER), *worker]
+    wait_all([start(command, log, VLLM_CPU_KVCACHE_SPACE="1")], [log], f"vllm_colocate_{processes}")  # GiB of KV cache
+    ranks = rank_results(out, distributed_type, world_size=processes)
     assert sum(r["rounds"] for r in ranks[0]["records"]) > STEPS  # refill rounds generated with vLLM too
     check_saved_model(out, model_dir)
