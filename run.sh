@@ -2,7 +2,7 @@
 # One-stop entry point on a fresh machine: creates .venv, installs everything, then runs a job.
 #   bash run.sh demo   # RS-GRPO fine-tune of SmolLM2-135M-Instruct on offline arithmetic, CPU, a few minutes
 #   bash run.sh test   # the test suite (what CI runs)
-#   bash run.sh test-vllm  # RS-GRPO generating with a real vLLM on CPU (own venv .venv-vllm, ~3 GB; not in CI)
+#   bash run.sh test-vllm  # RS-GRPO generating with a real vLLM on CPU (own venv .venv-vllm, ~3 GB; CI's second stage)
 # Extra arguments go to the job, e.g. `bash run.sh demo --max_steps 5` or `bash run.sh test -k advantages`.
 set -euo pipefail
 cd "$(dirname "$0")"
