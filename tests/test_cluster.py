@@ -9,6 +9,7 @@ needs all ranks or a clean process: same generation rounds on every rank, weight
 CPU needs only `--num_processes 2 --mixed_precision no` on the command line (the configs are for 8 GPUs in bf16)
 and, inside the script, `use_cpu`/`ddp_backend` (see the worker). Every launch gets its own port, so tests of other
 checkouts on the same machine cannot collide, and a hang detector kills the whole process group.
+`test_vllm_colocate` needs the CPU build of vLLM and runs in CI's second stage, `bash run.sh test-vllm`.
 """
 
 import importlib.util
