@@ -264,6 +264,10 @@ def train(script_args: ScriptArguments, training_args: RSGRPOConfig, model_args)
         metrics_path = Path(training_args.output_dir) / "metrics.json"
         metrics_path.write_text(json.dumps(metrics, indent=2))
         print(f"Saved the model to {training_args.output_dir} and metrics to {metrics_path}.")
+    # Rank 0 is still saving and writing the card and metrics when the other ranks get here: let them reach the
+    # process-group teardown together, as torch.distributed asks. Before the push, whose upload (rank 0 only) can
+    # outlast the barrier's timeout.
+    trainer.accelerator.wait_for_everyone()
     if training_args.push_to_hub:
         trainer.push_to_hub(dataset_name=card_dataset)
         trainer.accelerator.print(f"Pushed to https://huggingface.co/{trainer.hub_model_id}.")

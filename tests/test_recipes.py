@@ -103,7 +103,8 @@ EXPECTED_DISTRIBUTED = {
     "zero2.yaml": DistributedType.DEEPSPEED,
     "zero3.yaml": DistributedType.DEEPSPEED,
     "fsdp.yaml": DistributedType.FSDP,
-    "cpu_gloo.yaml": DistributedType.MULTI_CPU,
+    # MULTI_GPU: MULTI_CPU would make `accelerate launch` start a single process (see the config's comment).
+    "cpu_gloo.yaml": DistributedType.MULTI_GPU,
 }
 
 
@@ -122,7 +123,7 @@ def test_accelerate_config_is_valid(path):
     for key in {**config.deepspeed_config, **config.fsdp_config}:
         assert key in launch_options, f"{path.name}: {key} is not an accelerate launch option"
     if path.name == "cpu_gloo.yaml":
-        assert config.use_cpu and config.num_processes == 2 and config.mixed_precision == "no"
+        assert config.num_processes == 2 and config.mixed_precision == "no"
     else:
         assert config.mixed_precision == "bf16" and not config.use_cpu
 
@@ -136,3 +137,25 @@ def test_recipes_report_only_to_integrations_our_extras_install():
         report_to = _load(path).get("report_to", [])
         for integration in [report_to] if isinstance(report_to, str) else report_to:
             assert integration == "none" or integration in installed, f"{path}: report_to {integration}"
+
+
+def test_tested_configurations_table():
+    """recipes/README.md's table claims "tested on CPU in CI" only where a test in tests/test_cluster.py runs it."""
+    import ast
+    import re
+
+    cluster_tests = {
+        node.name
+        for node in ast.parse((RECIPES.parent / "tests" / "test_cluster.py").read_text()).body
+        if isinstance(node, ast.FunctionDef) and node.name.startswith("test_")
+    }
+    section = (RECIPES / "README.md").read_text().split("## Tested configurations")[1]
+    rows = [line.strip("|").split("|") for line in section.splitlines() if line.startswith("| `")]
+    assert {re.match(r" `([\w.]+)`", row[0]).group(1) for row in rows} == set(EXPECTED_DISTRIBUTED)
+    for row in rows:
+        assert len(row) == 5, row
+        for cell in map(str.strip, row[1:]):
+            assert cell.startswith(("tested on CPU in CI", "GPU only, not tested", "not tested")), cell
+            named = set(re.findall(r"`(test_\w+)`", cell))
+            assert named <= cluster_tests, named - cluster_tests
+            assert named or not cell.startswith("tested"), f"{cell!r} names no test"

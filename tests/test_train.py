@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +30,12 @@ CPU_OVERRIDES = [
     "--gradient_accumulation_steps", "1", "--max_completion_length", "8", "--dynamic_sampling_max_rounds", "1",
     "--save_strategy", "no", "--logging_steps", "1", "--log_completions", "false",
 ]  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def length_reward(completions, **kwargs) -> list[float]:
@@ -86,16 +93,23 @@ def test_demo_code_path_with_tiny_model(tiny_model, tmp_path):
 @pytest.mark.slow
 def test_accelerate_launch_two_cpu_processes(tiny_model, tmp_path):
     """A paper recipe with its model overridden, through `accelerate launch` with 2 gloo processes."""
-    out = tmp_path / "run"
+    out, probe = tmp_path / "run", tmp_path / "probe"
+    probe.mkdir()
     command = [
         sys.executable, "-m", "accelerate.commands.launch",
-        "--config_file", str(ROOT / "recipes" / "accelerate_configs" / "cpu_gloo.yaml"), "--num_processes", "2",
+        "--config_file", str(ROOT / "recipes" / "accelerate_configs" / "cpu_gloo.yaml"),
+        "--main_process_port", str(free_port()),
         "-m", "rs_trl.train", "--config", str(PAPER_RECIPE),
         "--model_name_or_path", str(tiny_model), "--output_dir", str(out), *CPU_OVERRIDES,
+        "--reward_funcs", "math_accuracy_reward", "world_size_probe.world_size_probe",
     ]  # fmt: skip
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "RS_TRL_PROBE_DIR": str(probe)}
+    env["PYTHONPATH"] = str(ROOT / "tests" / "scripts")
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr[-4000:]
+    # What each training process saw from inside: the config's 2 processes, joined over gloo.
+    seen = [json.loads((probe / f"rank{rank}.json").read_text()) for rank in range(2)]
+    assert all(s == {"num_processes": 2, "world_size": 2, "distributed_type": "MULTI_CPU"} for s in seen), seen
     metrics = json.loads((out / "metrics.json").read_text())
     steps = [entry for entry in metrics["log_history"] if "loss" in entry]
     assert len(steps) == 2 and all("rs/frac_zero_variance_groups" in entry for entry in steps)

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+import torch
 from datasets import Dataset
 
 from rs_trl import RSGRPOTrainer
@@ -40,6 +41,8 @@ def main(model_dir: str, out_dir: str):
     dataset = Dataset.from_dict({"prompt": [f"Question {i} :" for i in range(32)], "qid": list(range(32))})
     args = cpu_training_args(out_dir, max_steps=3, dynamic_sampling_max_rounds=20)
     trainer = RecordingTrainer(model=model_dir, reward_funcs=even_prompts_constant, args=args, train_dataset=dataset)
+    # Launched with 2 processes: both must really be joined (not two single-process runs).
+    assert trainer.accelerator.num_processes == torch.distributed.get_world_size() == 2, trainer.accelerator.state
     trainer.train()
     rank = trainer.accelerator.process_index
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps(trainer.records))
