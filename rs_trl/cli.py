@@ -10,7 +10,11 @@ COMMANDS = {
         "train with RS-GRPO (TrlParser; `--config recipe.yaml`, defaults to the offline demo)",
     ),
     "eval": ("rs_trl.evaluation", "main", "sample n completions per problem and report pass@k"),
-    "compare": ("rs_trl.evaluation", "compare_main", "compare pass@k result files (table + newly solved problems)"),
+    "compare": (
+        "rs_trl.reporting",
+        "compare_main",
+        "compare pass@k result files (intervals, paired differences, newly solved and lost problems)",
+    ),
     "bandit": ("rs_trl.bandit", "main", "reproduce the paper's 100-armed bandit figure and lemmas"),
     "dilemma": ("rs_trl.dilemma", "main", "exploration dilemma on a toy LM: GRPO vs RS-GRPO pass@k via RSGRPOTrainer"),
 }

@@ -20,7 +20,7 @@ import itertools
 import json
 import random
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from datasets import Dataset
@@ -44,25 +44,6 @@ class HubSource:
     answer: str
     split: str | None = None  # fixed split (benchmarks publish one); None: the caller's `split`
     id_column: str | None = None
-
-
-TRAIN_SETS: dict[str, HubSource] = {
-    "math12k": HubSource("hiyouga/math12k", "problem", "answer"),  # splits: train (12k), test (500)
-    "deepmath103k": HubSource("zwhe99/DeepMath-103K", "question", "final_answer"),  # split: train
-    # split train; `prompt` is a chat list, the answer sits in reward_model.ground_truth; rows repeat (deduplicated)
-    "dapo17k": HubSource("BytedTsinghua-SIA/DAPO-Math-17k", "prompt", "reward_model.ground_truth"),
-}
-BENCHMARKS: dict[str, HubSource] = {
-    "aime24": HubSource("HuggingFaceH4/aime_2024", "problem", "answer", split="train", id_column="id"),
-    "aime25": HubSource("MathArena/aime_2025", "problem", "answer", split="train", id_column="problem_idx"),
-    "hmmt_feb24": HubSource("MathArena/hmmt_feb_2024", "problem", "answer", split="train", id_column="problem_idx"),
-    "hmmt_feb25": HubSource("MathArena/hmmt_feb_2025", "problem", "answer", split="train", id_column="problem_idx"),
-    "cmimc25": HubSource("MathArena/cmimc_2025", "problem", "answer", split="train", id_column="problem_idx"),
-    "math500": HubSource("HuggingFaceH4/MATH-500", "problem", "answer", split="test", id_column="unique_id"),
-}
-PAPER_BENCHMARKS = ("aime24", "aime25", "hmmt_feb24", "hmmt_feb25", "cmimc25", "math500")
-OFFLINE_TRAIN_SETS = ("arithmetic", "gsm_symbolic")
-OFFLINE_BENCHMARKS = ("arithmetic-test", "gsm_symbolic-test", "champ")
 
 
 def make_prompt(question: str, chat: bool = True) -> str | list[dict[str, str]]:
@@ -184,20 +165,92 @@ def _champ() -> list[dict]:
     return [{"problem": p["_text"], "answer": p["_answer"], "id": key} for key, p in problems.items()]
 
 
-_OFFLINE_LOADERS: dict[str, Callable[..., list[dict]]] = {"arithmetic": _arithmetic, "gsm_symbolic": _gsm_symbolic}
+@dataclass(frozen=True)
+class Entry:
+    """One dataset: a Hub source, or an offline loader `(split, size, seed, **options) -> records`."""
+
+    kind: str  # "train" (load_math_dataset) or "benchmark" (load_benchmark)
+    source: HubSource | None = None
+    loader: Callable[..., list[dict]] | None = None
+    options: frozenset[str] = frozenset()  # keyword arguments an offline loader accepts
+    paper: bool = False  # one of the paper's six benchmarks (the default of `rs-trl eval`)
 
 
-def _check_common(name: str, allowed: tuple[str, ...], limit: int | None) -> None:
+def _held_out(generator: Callable[..., list[dict]]) -> Callable[..., list[dict]]:
+    """A generator's test split as a benchmark: distinct problems, none of which its train split can produce."""
+
+    def load(split: str, size: int, seed: int, **options) -> list[dict]:
+        return [dict(record, id=str(i)) for i, record in enumerate(generator("test", size, 0, **options))]
+
+    return load
+
+
+# Every dataset by name: adding one is one line here.
+DATASETS: dict[str, Entry] = {
+    # Training sets. math12k: train (12k), test (500). deepmath103k: train. dapo17k: train, a chat `prompt`, the answer
+    # in reward_model.ground_truth, rows repeated ~100 times (deduplicated).
+    "math12k": Entry("train", HubSource("hiyouga/math12k", "problem", "answer")),
+    "deepmath103k": Entry("train", HubSource("zwhe99/DeepMath-103K", "question", "final_answer")),
+    "dapo17k": Entry("train", HubSource("BytedTsinghua-SIA/DAPO-Math-17k", "prompt", "reward_model.ground_truth")),
+    "arithmetic": Entry("train", loader=_arithmetic, options=frozenset({"size", "max_operand"})),
+    "gsm_symbolic": Entry("train", loader=_gsm_symbolic, options=frozenset({"size"})),
+    # Benchmarks: the paper's six, then offline ones.
+    "aime24": Entry("benchmark", HubSource("HuggingFaceH4/aime_2024", "problem", "answer", "train", "id"), paper=True),
+    "aime25": Entry(
+        "benchmark", HubSource("MathArena/aime_2025", "problem", "answer", "train", "problem_idx"), paper=True
+    ),
+    "hmmt_feb24": Entry(
+        "benchmark", HubSource("MathArena/hmmt_feb_2024", "problem", "answer", "train", "problem_idx"), paper=True
+    ),
+    "hmmt_feb25": Entry(
+        "benchmark", HubSource("MathArena/hmmt_feb_2025", "problem", "answer", "train", "problem_idx"), paper=True
+    ),
+    "cmimc25": Entry(
+        "benchmark", HubSource("MathArena/cmimc_2025", "problem", "answer", "train", "problem_idx"), paper=True
+    ),
+    "math500": Entry(
+        "benchmark", HubSource("HuggingFaceH4/MATH-500", "problem", "answer", "test", "unique_id"), paper=True
+    ),
+    "arithmetic-test": Entry("benchmark", loader=_held_out(_arithmetic), options=frozenset({"max_operand"})),
+    "gsm_symbolic-test": Entry("benchmark", loader=_held_out(_gsm_symbolic)),
+    "champ": Entry("benchmark", loader=lambda split, size, seed: _champ()),
+}
+
+
+def dataset_names(kind: str, paper_only: bool = False) -> list[str]:
+    """Names of the training sets (`kind="train"`) or benchmarks (`"benchmark"`), optionally the paper's only."""
+    return [name for name, entry in DATASETS.items() if entry.kind == kind and (entry.paper or not paper_only)]
+
+
+def benchmark_names(paper_only: bool = False) -> list[str]:
+    return dataset_names("benchmark", paper_only)
+
+
+def hub_id(name: str) -> str | None:
+    """The Hub id a dataset is loaded from, None for offline ones (model cards link only Hub datasets)."""
+    entry = DATASETS.get(name)
+    return entry.source.hub_id if entry and entry.source else None
+
+
+def _entry(name: str, kind: str, limit: int | None, kwargs: dict) -> Entry:
+    allowed = dataset_names(kind)
     if name not in allowed:
         raise ValueError(f"unknown dataset name {name!r}; allowed: {', '.join(allowed)}.")
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         raise ValueError(f"`limit` must be a positive integer or None, got {limit!r}.")
+    entry = DATASETS[name]
+    if entry.loader is not None:
+        unknown = sorted(set(kwargs) - entry.options)
+        if unknown:
+            raise ValueError(
+                f"unexpected keyword argument(s) {unknown} for {name!r}; allowed: {sorted(entry.options)}."
+            )
+    return entry
 
 
-def _reject_unknown_kwargs(name: str, kwargs: dict, allowed: set[str]) -> None:
-    unknown = sorted(set(kwargs) - allowed)
-    if unknown:
-        raise ValueError(f"unexpected keyword argument(s) {unknown} for {name!r}; allowed: {sorted(allowed)}.")
+def _hub_source(entry: Entry, kwargs: dict) -> HubSource:
+    """The entry's source, or a mirror with the same layout when `hub_id=` is given."""
+    return replace(entry.source, hub_id=kwargs.pop("hub_id")) if "hub_id" in kwargs else entry.source
 
 
 def load_math_dataset(
@@ -206,7 +259,7 @@ def load_math_dataset(
     """A training dataset with columns `prompt` and `answer`.
 
     Args:
-        name: one of `TRAIN_SETS` (Hub) or `OFFLINE_TRAIN_SETS`.
+        name: a training set of `DATASETS` (`dataset_names("train")`).
         split: dataset split; offline generators accept "train" and "test" (disjoint sets of problems, see `split_of`).
         chat: conversational prompts (instruct models) or plain text (base models).
         limit: keep a seeded random subset of this many problems (Hub) / generate this many (offline).
@@ -215,46 +268,34 @@ def load_math_dataset(
             `datasets.load_dataset` (e.g. `revision`, `cache_dir`). Offline: `size` (default 1000; `limit` wins)
             and, for arithmetic, `max_operand` (default 10).
     """
-    _check_common(name, tuple(TRAIN_SETS) + OFFLINE_TRAIN_SETS, limit)
-    if name in TRAIN_SETS:
-        source = TRAIN_SETS[name]
-        if "hub_id" in kwargs:
-            source = HubSource(kwargs.pop("hub_id"), source.question, source.answer, source.split)
-        records = _load_hub(source, split, kwargs)
-        dataset = _records_to_dataset(records, chat)
+    entry = _entry(name, "train", limit, kwargs)
+    if entry.source is not None:
+        dataset = _records_to_dataset(_load_hub(_hub_source(entry, kwargs), split, kwargs), chat)
         if limit is not None:
             dataset = dataset.shuffle(seed=seed).select(range(min(limit, len(dataset))))
         return dataset
     if split not in ("train", "test"):
         raise ValueError(f"`split` for offline dataset {name!r} must be 'train' or 'test', got {split!r}.")
     size = limit or kwargs.pop("size", 1000)
-    _reject_unknown_kwargs(name, kwargs, {"size", "max_operand"} if name == "arithmetic" else {"size"})
-    return _records_to_dataset(_OFFLINE_LOADERS[name](split, size, seed, **kwargs), chat)
+    return _records_to_dataset(entry.loader(split, size, seed, **kwargs), chat)
 
 
 def load_benchmark(name: str, *, chat: bool = True, limit: int | None = None, **kwargs) -> Dataset:
     """An evaluation benchmark with columns `prompt`, `answer`, `id` and `problem`, in the benchmark's order.
 
     Args:
-        name: one of `BENCHMARKS` (Hub; `hub_id=` and `datasets.load_dataset` kwargs accepted) or
-            `OFFLINE_BENCHMARKS` ("arithmetic-test" and "gsm_symbolic-test": 50 distinct seeded problems unless
+        name: a benchmark of `DATASETS` (`benchmark_names()`): Hub ones accept `hub_id=` and
+            `datasets.load_dataset` kwargs; offline ones ("arithmetic-test" and "gsm_symbolic-test": 50 distinct seeded problems unless
             `limit`, none of which the training split of the same generator can produce;
             "champ": 270 problems, needs the champ-dataset package).
         chat: conversational or plain-text prompts.
         limit: keep only the first `limit` problems (quick checks).
     """
-    _check_common(name, tuple(BENCHMARKS) + OFFLINE_BENCHMARKS, limit)
-    if name in BENCHMARKS:
-        source = BENCHMARKS[name]
-        if "hub_id" in kwargs:
-            source = HubSource(kwargs.pop("hub_id"), source.question, source.answer, source.split, source.id_column)
+    entry = _entry(name, "benchmark", limit, kwargs)
+    if entry.source is not None:
+        source = _hub_source(entry, kwargs)
         records = _load_hub(source, source.split or "test", kwargs)
-    elif name == "champ":
-        _reject_unknown_kwargs(name, kwargs, set())
-        records = _champ()
     else:
-        _reject_unknown_kwargs(name, kwargs, {"max_operand"} if name == "arithmetic-test" else set())
-        records = _OFFLINE_LOADERS[name.removesuffix("-test")]("test", limit or 50, 0, **kwargs)
-        records = [dict(r, id=str(i)) for i, r in enumerate(records)]
+        records = entry.loader("test", limit or 50, 0, **kwargs)
     records = records[:limit] if limit else records
     return _records_to_dataset(records, chat, extra=("id", "problem"))

@@ -19,6 +19,7 @@ from pathlib import Path
 import trl
 
 from .config import RSGRPOConfig
+from .data import dataset_names
 
 DEFAULT_RECIPE = "recipes_default/demo.yaml"
 REWARD_FUNCS = ("math_accuracy_reward", "format_reward")
@@ -34,10 +35,7 @@ class ScriptArguments(trl.ScriptArguments):
 
     dataset_name: str = field(
         default="arithmetic",
-        metadata={
-            "help": "Dataset for `rs_trl.data.load_math_dataset`: 'math12k', 'deepmath103k', 'dapo17k' (Hub) or "
-            "'arithmetic', 'gsm_symbolic' (generated offline)."
-        },
+        metadata={"help": f"Dataset for `rs_trl.data.load_math_dataset`: {', '.join(dataset_names('train'))}."},
     )
     dataset_limit: int | None = field(default=None, metadata={"help": "Train on at most this many problems."})
     chat: bool = field(
@@ -156,7 +154,7 @@ def check_report_to(report_to: list[str]) -> None:
 
 def greedy_accuracy(model, tokenizer, dataset, max_new_tokens: int, batch_size: int = 16) -> float:
     """Share of `dataset` problems whose greedy completion earns math_accuracy_reward 1.0."""
-    from .evaluation import TransformersSampler
+    from .generation import TransformersSampler
     from .rewards import math_accuracy_reward
 
     sampler = TransformersSampler(model, tokenizer, batch_size=batch_size)
@@ -172,7 +170,7 @@ def train(script_args: ScriptArguments, training_args: RSGRPOConfig, model_args)
     from accelerate import PartialState
     from trl import get_peft_config, get_quantization_config
 
-    from .data import TRAIN_SETS, load_math_dataset
+    from .data import hub_id, load_math_dataset
     from .offline import resolve_model
     from .run_dir import RunIdentityCallback, parse_resume, prepare_run_dir, run_identity
     from .trainer import RSGRPOTrainer
@@ -257,8 +255,7 @@ def train(script_args: ScriptArguments, training_args: RSGRPOConfig, model_args)
 
     trainer.save_model(training_args.output_dir)
     # The card links Hub datasets by id; checkpoint-time cards cannot know the dataset, so write the final one here.
-    source = TRAIN_SETS.get(script_args.dataset_name)
-    card_dataset = source.hub_id if source else script_args.dataset_name
+    card_dataset = hub_id(script_args.dataset_name) or script_args.dataset_name
     trainer.create_model_card(model_name=Path(training_args.output_dir).name, dataset_name=card_dataset)
     if trainer.accelerator.is_main_process:
         metrics_path = Path(training_args.output_dir) / "metrics.json"

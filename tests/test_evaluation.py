@@ -6,7 +6,6 @@ import json
 import pytest
 
 from rs_trl.evaluation import (
-    compare_main,
     compare_results,
     default_ks,
     evaluate_pass_at_k,
@@ -14,6 +13,7 @@ from rs_trl.evaluation import (
     pass_at_k,
     score_benchmark,
 )
+from rs_trl.reporting import compare_main
 
 
 @pytest.mark.parametrize("n", range(1, 8))
@@ -135,7 +135,7 @@ def test_transformers_backend_pads_with_eos_when_the_tokenizer_has_no_pad_token(
     """Llama-3.1-Instruct's tokenizer has no pad token; batched sampling must still work (pad = eos, as TRL)."""
     from transformers import AutoTokenizer
 
-    from rs_trl.evaluation import TransformersSampler
+    from rs_trl.generation import TransformersSampler
     from rs_trl.tiny import build_tiny_model
 
     model_dir = build_tiny_model(tmp_path / "model")
@@ -147,22 +147,24 @@ def test_transformers_backend_pads_with_eos_when_the_tokenizer_has_no_pad_token(
     completions = sampler.sample(["1 + 1 =", "a much longer prompt: 2 + 2 ="], 2, 1.0, 1.0, 4, desc="no pad")
     assert [len(c) for c in completions] == [2, 2]
     assert sampler.tokenizer.pad_token == sampler.tokenizer.eos_token
+
+
 EVAL_ARGS = ["--limit", "2", "--n", "2", "--max-new-tokens", "4", "--benchmarks", "arithmetic-test"]
 
 
 def test_eval_writes_each_benchmark_as_it_finishes_and_a_rerun_skips_it(tiny_model_dir, tmp_path, monkeypatch):
-    from rs_trl import evaluation
+    from rs_trl import generation
 
     out = tmp_path / "run"
     argv = ["--model", tiny_model_dir, *EVAL_ARGS, "gsm_symbolic-test", "--backend", "transformers", "--out", str(out)]
-    real_sample = evaluation.TransformersSampler.sample
+    real_sample = generation.TransformersSampler.sample
 
     def crash_on_second_benchmark(self, prompts, n, temperature, top_p, max_new_tokens, desc):
         if desc == "gsm_symbolic-test":
             raise KeyboardInterrupt  # Ctrl-C during benchmark 2
         return real_sample(self, prompts, n, temperature, top_p, max_new_tokens, desc)
 
-    monkeypatch.setattr(evaluation.TransformersSampler, "sample", crash_on_second_benchmark)
+    monkeypatch.setattr(generation.TransformersSampler, "sample", crash_on_second_benchmark)
     with pytest.raises(KeyboardInterrupt):
         main(argv)
     partial = json.loads((out / "pass_at_k.json").read_text())
@@ -175,7 +177,7 @@ def test_eval_writes_each_benchmark_as_it_finishes_and_a_rerun_skips_it(tiny_mod
         sampled.append(args[-1])
         return [[""] * 2] * len(prompts)
 
-    monkeypatch.setattr(evaluation.TransformersSampler, "sample", record)
+    monkeypatch.setattr(generation.TransformersSampler, "sample", record)
     assert main(argv) == 0
     assert sampled == ["gsm_symbolic-test"]  # the finished benchmark is not run again
     final = json.loads((out / "pass_at_k.json").read_text())

@@ -53,3 +53,28 @@ def test_paired_difference_separates_a_real_gain_from_noise():
 
 def test_transitions():
     assert transitions([0, 2, 0, 3, 0], [1, 0, 0, 3, 5]) == ([0, 4], [1])
+
+
+def test_compare_prints_intervals_paired_differences_and_transitions():
+    from rs_trl.reporting import compare_results
+
+    def result(model, correct):
+        problems = [{"id": str(i), "answer": "1", "correct": c, "n": 8} for i, c in enumerate(correct)]
+        curve = {str(k): bootstrap_interval(correct, 8, [k])[k][0] for k in (1, 8)}
+        return {
+            "model": model,
+            "n": 8,
+            "ks": [1, 8],
+            "benchmarks": {"bench": {"pass_at_k": curve, "problems": problems}},
+            "average": curve,
+            "settings": {"n": 8},
+        }
+
+    rng = random.Random(0)
+    base = [rng.randint(0, 3) if i % 4 else 0 for i in range(60)]
+    better = [min(c + 4, 8) for c in base]
+    text = compare_results([result("A", base), result("B", better)])
+    low, high = bootstrap_interval(base, 8, [1])[1][1:]
+    assert f"[{100 * low:.1f}, {100 * high:.1f}]" in text  # A's pass@1 interval in the table
+    assert "pass@1: B − A = +" in text and "beyond noise" in text
+    assert f"B newly solves {sum(c == 0 for c in base)} problem(s)" in text and "no longer solves 0" in text
