@@ -10,6 +10,7 @@ import logging
 import zipfile
 from pathlib import Path
 
+from safetensors import safe_open
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import sort_checkpoints
 
@@ -42,8 +43,6 @@ def check_readable(checkpoint: str | Path) -> None:
 
     Cheap structural checks only: the safetensors header, the zip directory of torch files, JSON syntax.
     """
-    from safetensors import safe_open
-
     for path in sorted(Path(checkpoint).rglob("*")):
         try:
             if path.suffix == ".safetensors":

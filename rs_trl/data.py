@@ -21,9 +21,10 @@ import json
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from importlib import resources
 from typing import Any
 
-from datasets import Dataset
+from datasets import Dataset, load_dataset
 
 PROMPT_TEMPLATE = "{question}\nPlease reason step by step, and put your final answer within \\boxed{{}}."
 
@@ -74,8 +75,6 @@ def _question_text(value: Any) -> str:
 
 
 def _load_hub(source: HubSource, split: str, load_kwargs: dict) -> list[dict]:
-    from datasets import load_dataset
-
     raw = load_dataset(source.hub_id, split=source.split or split, **load_kwargs)
     top_level = {source.question.split(".")[0], source.answer.split(".")[0]}
     missing = sorted(top_level - set(raw.column_names))
@@ -155,8 +154,6 @@ def _gsm_symbolic(split: str, size: int, seed: int) -> list[dict]:
 
 def _champ() -> list[dict]:
     """The 270 CHAMP competition problems (answers such as "1/(n+1)", graded by Math-Verify)."""
-    from importlib import resources
-
     try:
         files = resources.files("champ_dataset")  # not imported: only its bundled JSON is needed
     except ModuleNotFoundError as error:

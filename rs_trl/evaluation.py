@@ -21,10 +21,10 @@ from huggingface_hub.utils import validate_repo_id
 from tqdm.auto import tqdm
 
 from .data import benchmark_names, load_benchmark
-from .generation import BACKENDS, make_sampler, resolve_backend
+from .generation import BACKENDS, TransformersSampler, make_sampler, resolve_backend
 from .offline import OFFLINE_PREFIX, resolve_model
 from .reporting import RESULTS_FILE, compare_results, load_results, plot_pass_at_k  # noqa: F401 - public here too
-from .rewards import default_verifier
+from .rewards import default_verifier, math_accuracy_reward
 
 PLOT_FILE = "pass_at_k.png"
 
@@ -262,6 +262,16 @@ def _grade(verifier: Any, completions: list[str], answers: list[str], desc: str)
             scores += verifier(completions[start : start + chunk], answers[start : start + chunk])
             progress.update(min(chunk, len(completions) - start))
     return scores
+
+
+def greedy_accuracy(model, tokenizer, dataset, max_new_tokens: int, batch_size: int = 16) -> float:
+    """Share of `dataset` problems whose greedy completion earns math_accuracy_reward 1.0."""
+    sampler = TransformersSampler(model, tokenizer, batch_size=batch_size)
+    completions = sampler.sample(
+        list(dataset["prompt"]), n=1, temperature=0.0, top_p=1.0, max_new_tokens=max_new_tokens, desc="greedy accuracy"
+    )
+    scores = math_accuracy_reward([samples[0] for samples in completions], list(dataset["answer"]))
+    return sum(scores) / max(len(scores), 1)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -5,13 +5,28 @@ TRL writes the card (`create_model_card`: method name, paper link and BibTeX com
 dataset and the DAPO-style settings that shape the update.
 """
 
+import textwrap
 from pathlib import Path
+
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
 
 from .config import RSGRPOConfig
 
 SECTION_TITLE = "## RS-GRPO settings"
-PAPER_URL = "https://arxiv.org/abs/2509.24261"
-PAPER_TITLE = "Risk-Sensitive RL for Alleviating Exploration Dilemmas in Large Language Models"
+# TRL's `_paper` layout: the trainer hands it to TRL, which writes the paper link and BibTeX into the card.
+PAPER = {
+    "title": "Risk-Sensitive RL for Alleviating Exploration Dilemmas in Large Language Models",
+    "id": "2509.24261",
+    # docstyle-ignore
+    "citation": textwrap.dedent("""\
+        @article{jiang2025risk,
+            title        = {{Risk-Sensitive RL for Alleviating Exploration Dilemmas in Large Language Models}},
+            author       = {Yuhua Jiang and Jiawei Huang and Yufeng Yuan and Xin Mao and Yu Yue and Qianchuan Zhao and Lin Yan},
+            year         = 2025,
+            eprint       = {arXiv:2509.24261},
+        }"""),
+}
 
 
 def rs_grpo_section(args: RSGRPOConfig, base_model: str | None, dataset_name: str | None) -> str:
@@ -37,16 +52,15 @@ def rs_grpo_section(args: RSGRPOConfig, base_model: str | None, dataset_name: st
         ("learning_rate", f"{args.learning_rate:g}"),
         ("max_completion_length", args.max_completion_length),
         ("temperature", f"{args.temperature:g}"),
+        ("dynamic_sampling", args.dynamic_sampling),
+        ("dynamic_sampling_max_rounds", args.dynamic_sampling_max_rounds),
+        ("dynamic_sampling_on_exhaustion", args.dynamic_sampling_on_exhaustion),
     ]
-    # Dynamic sampling (DAPO) lives in RSGRPOConfig once added; report it whenever the config has it.
-    for field_name in ("dynamic_sampling", "dynamic_sampling_max_rounds", "dynamic_sampling_on_exhaustion"):
-        if hasattr(args, field_name):
-            rows.append((field_name, getattr(args, field_name)))
     table = "\n".join(f"| {name} | {value} |" for name, value in rows)
     return (
         f"{SECTION_TITLE}\n\n"
         f"Trained with RS-GRPO, which maximises the risk-sensitive objective J = (1/β) log E[exp(β r)] "
-        f"([{PAPER_TITLE}]({PAPER_URL}), arXiv:2509.24261). {meaning}\n\n"
+        f"([{PAPER['title']}](https://arxiv.org/abs/{PAPER['id']}), arXiv:{PAPER['id']}). {meaning}\n\n"
         f"| setting | value |\n|---|---|\n{table}\n"
     )
 
@@ -68,9 +82,6 @@ def add_rs_grpo_section(card_path: str | Path, args: RSGRPOConfig, base_model: s
 
 def is_hub_id(name: str | None) -> bool:
     """Whether `name` is an `org/name` Hub id rather than a local path or a locally generated dataset's name."""
-    from huggingface_hub.errors import HFValidationError
-    from huggingface_hub.utils import validate_repo_id
-
     if not name or "/" not in name or Path(name).exists():
         return False
     try:

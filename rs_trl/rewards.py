@@ -23,6 +23,7 @@ The worker is `rs_trl.grading_worker` (`python -P -m rs_trl.grading_worker` serv
 from __future__ import annotations
 
 import atexit
+import importlib
 import json
 import os
 import queue
@@ -253,3 +254,24 @@ def math_accuracy_reward(completions: list, answer: list[str], **kwargs) -> list
 def format_reward(completions: list, **kwargs) -> list[float]:
     r"""TRL reward function: 1.0 if the completion contains a complete, non-empty `\boxed{...}`, else 0.0."""
     return [float(bool((last_boxed(completion_text(c)) or "").strip())) for c in completions]
+
+
+# The reward functions `rs-trl train --reward_funcs` knows by name; add yours here or pass a dotted import path.
+REWARD_FUNCS = {"math_accuracy_reward": math_accuracy_reward, "format_reward": format_reward}
+
+
+def get_reward_funcs(names: list[str]) -> list:
+    """Map names to reward functions: ours by name, anything else by dotted import path (as TRL's script does)."""
+    funcs = []
+    for name in names:
+        if name in REWARD_FUNCS:
+            funcs.append(REWARD_FUNCS[name])
+        elif "." in name:
+            module_name, attribute = name.rsplit(".", 1)
+            funcs.append(getattr(importlib.import_module(module_name), attribute))
+        else:
+            raise ValueError(
+                f"reward_funcs: unknown reward function {name!r}; allowed: {', '.join(REWARD_FUNCS)} or a dotted "
+                "import path such as 'my_package.my_module.my_reward'."
+            )
+    return funcs

@@ -2,8 +2,11 @@
 
 from pathlib import Path
 
+import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+from .config import RSGRPOConfig
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n{% endfor %}"
@@ -39,8 +42,6 @@ def build_tiny_tokenizer(vocab_size: int = 300) -> PreTrainedTokenizerFast:
 
 def build_tiny_model(path: str | Path, seed: int = 0, hidden_size: int = 64, num_layers: int = 2) -> Path:
     """Save a random tiny Qwen2 model and its tokenizer to `path` (reloadable with `from_pretrained`)."""
-    import torch
-
     path = Path(path)
     tokenizer = build_tiny_tokenizer()
     config = Qwen2Config(
@@ -64,10 +65,8 @@ def build_tiny_model(path: str | Path, seed: int = 0, hidden_size: int = 64, num
     return path
 
 
-def cpu_training_args(output_dir, config_class=None, **overrides):
+def cpu_training_args(output_dir, config_class=RSGRPOConfig, **overrides):
     """Fast, deterministic CPU settings for the tiny model (tests, benchmarks, CI); `RSGRPOConfig` by default."""
-    if config_class is None:
-        from .config import RSGRPOConfig as config_class
     settings = dict(
         output_dir=str(output_dir),
         use_cpu=True,

@@ -8,8 +8,8 @@ Arguments are the fields of `ScriptArguments` (below), `RSGRPOConfig` and TRL's 
 and the command line overrides any of them. A recipe key that is none of these fields is an error.
 """
 
+import dataclasses
 import difflib
-import importlib
 import json
 import sys
 from dataclasses import dataclass, field
@@ -17,12 +17,20 @@ from importlib import resources
 from pathlib import Path
 
 import trl
+import yaml
+from accelerate import PartialState
+from transformers.integrations import get_available_reporting_integrations
+from trl import ModelConfig, TrlParser, get_peft_config, get_quantization_config
 
 from .config import RSGRPOConfig
-from .data import dataset_names
+from .data import dataset_names, hub_id, load_math_dataset
+from .evaluation import greedy_accuracy
+from .offline import resolve_model
+from .rewards import REWARD_FUNCS, get_reward_funcs
+from .run_dir import RunIdentityCallback, parse_resume, prepare_run_dir, run_identity
+from .trainer import RSGRPOTrainer
 
 DEFAULT_RECIPE = "recipes_default/demo.yaml"
-REWARD_FUNCS = ("math_accuracy_reward", "format_reward")
 
 
 @dataclass
@@ -75,8 +83,6 @@ USAGE = """rs-trl train [--config RECIPE.yaml] [--FIELD VALUE ...]
 
 def make_parser():
     """`TrlParser` over (ScriptArguments, RSGRPOConfig, ModelConfig): `--config x.yaml` plus per-field flags."""
-    from trl import ModelConfig, TrlParser
-
     return TrlParser((ScriptArguments, RSGRPOConfig, ModelConfig), prog="rs-trl train", usage=USAGE)
 
 
@@ -91,14 +97,15 @@ def parse_args(argv: list[str] | None = None):
     position = argv.index("--config") + 1
     if position == len(argv) or argv[position].startswith("--"):
         raise ValueError("--config needs a value: the path of a recipe YAML, e.g. --config recipes/.../config.yaml.")
-    _check_recipe_keys(argv[position], {action.dest for action in parser._actions})
+    fields = {
+        field.name for config in (ScriptArguments, RSGRPOConfig, ModelConfig) for field in dataclasses.fields(config)
+    }
+    _check_recipe_keys(argv[position], fields)
     return parser.parse_args_and_config(argv)
 
 
 def _check_recipe_keys(path: str, known: set[str]):
     """Reject recipe keys that are no field (typos would otherwise be ignored or reported obscurely)."""
-    import yaml
-
     if not Path(path).is_file():
         raise ValueError(f"--config {path}: no such file; pass the path of a recipe YAML (see recipes/README.md).")
     try:
@@ -120,29 +127,8 @@ def _check_recipe_keys(path: str, known: set[str]):
             )
 
 
-def resolve_reward_funcs(names: list[str]) -> list:
-    """Map names to reward functions: ours by name, anything else by dotted import path (as TRL's script does)."""
-    from . import rewards
-
-    funcs = []
-    for name in names:
-        if name in REWARD_FUNCS:
-            funcs.append(getattr(rewards, name))
-        elif "." in name:
-            module_name, attribute = name.rsplit(".", 1)
-            funcs.append(getattr(importlib.import_module(module_name), attribute))
-        else:
-            raise ValueError(
-                f"reward_funcs: unknown reward function {name!r}; allowed: {', '.join(REWARD_FUNCS)} or a dotted "
-                "import path such as 'my_package.my_module.my_reward'."
-            )
-    return funcs
-
-
 def check_report_to(report_to: list[str]) -> None:
     """Every `report_to` integration must be installed: Trainer would otherwise fail only after the model loads."""
-    from transformers.integrations import get_available_reporting_integrations
-
     for name in report_to:
         if name not in get_available_reporting_integrations():
             package = {"azure_ml": "azureml-core"}.get(name, name)
@@ -152,31 +138,10 @@ def check_report_to(report_to: list[str]) -> None:
             )
 
 
-def greedy_accuracy(model, tokenizer, dataset, max_new_tokens: int, batch_size: int = 16) -> float:
-    """Share of `dataset` problems whose greedy completion earns math_accuracy_reward 1.0."""
-    from .generation import TransformersSampler
-    from .rewards import math_accuracy_reward
-
-    sampler = TransformersSampler(model, tokenizer, batch_size=batch_size)
-    completions = sampler.sample(
-        list(dataset["prompt"]), n=1, temperature=0.0, top_p=1.0, max_new_tokens=max_new_tokens, desc="greedy accuracy"
-    )
-    scores = math_accuracy_reward([samples[0] for samples in completions], list(dataset["answer"]))
-    return sum(scores) / max(len(scores), 1)
-
-
 def train(script_args: ScriptArguments, training_args: RSGRPOConfig, model_args) -> dict:
     """Build the dataset, rewards and `RSGRPOTrainer`, train, save (and push); return the metrics written."""
-    from accelerate import PartialState
-    from trl import get_peft_config, get_quantization_config
-
-    from .data import hub_id, load_math_dataset
-    from .offline import resolve_model
-    from .run_dir import RunIdentityCallback, parse_resume, prepare_run_dir, run_identity
-    from .trainer import RSGRPOTrainer
-
     # Everything that can be wrong with the arguments fails here, before any model is loaded.
-    reward_funcs = resolve_reward_funcs(script_args.reward_funcs)
+    reward_funcs = get_reward_funcs(script_args.reward_funcs)
     if model_args.model_name_or_path is None:
         raise ValueError(
             "model_name_or_path is required: a Hub id, a local directory or 'offline:SmolLM2-135M-Instruct'."

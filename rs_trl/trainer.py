@@ -8,7 +8,6 @@ in `_calculate_rewards`). Loss, generation, vLLM, PEFT, logging and checkpointin
 import contextlib
 import json
 import os
-import textwrap
 from collections import Counter
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from .advantages import risk_sensitive_advantages, zero_variance_groups
 from .checkpoints import check_resumable, last_complete_checkpoint
 from .config import RSGRPOConfig
 from .dynamic_sampling import DynamicSampler, RefillSampler, StreamRefill
-from .model_card import add_rs_grpo_section, is_hub_id, name_local_base_model
+from .model_card import PAPER, add_rs_grpo_section, is_hub_id, name_local_base_model
 from .reward_guard import TALLY_FIELDS, RewardHealth, guard_reward_function, required_columns
 
 DYNAMIC_SAMPLING_STATE = "dynamic_sampling_state.json"
@@ -61,18 +60,7 @@ class RSGRPOTrainer(GRPOTrainer):
 
     _tag_names = ["trl", "grpo", "rs-grpo"]
     _name = "RS-GRPO"
-    _paper = {
-        "title": "Risk-Sensitive RL for Alleviating Exploration Dilemmas in Large Language Models",
-        "id": "2509.24261",
-        # docstyle-ignore
-        "citation": textwrap.dedent("""\
-            @article{jiang2025risk,
-                title        = {{Risk-Sensitive RL for Alleviating Exploration Dilemmas in Large Language Models}},
-                author       = {Yuhua Jiang and Jiawei Huang and Yufeng Yuan and Xin Mao and Yu Yue and Qianchuan Zhao and Lin Yan},
-                year         = 2025,
-                eprint       = {arXiv:2509.24261},
-            }"""),
-    }
+    _paper = PAPER
 
     def __init__(
         self,

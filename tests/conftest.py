@@ -7,14 +7,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 
-from rs_trl.tiny import build_tiny_model, cpu_training_args  # noqa: E402
+from rs_trl.tiny import build_tiny_model  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     return str(build_tiny_model(tmp_path_factory.mktemp("tiny-model")))
-
-
-def cpu_args(output_dir, **overrides):
-    """RSGRPOConfig for fast, deterministic CPU runs of the tiny model."""
-    return cpu_training_args(output_dir, **overrides)

@@ -1,6 +1,16 @@
 """Helpers shared by tests (tests import from here and from rs_trl, never from each other)."""
 
+import math
+
+import torch
 from trl import GRPOConfig
+
+from rs_trl.tiny import cpu_training_args
+
+
+def cpu_args(output_dir, **overrides):
+    """RSGRPOConfig for fast, deterministic CPU runs of the tiny model."""
+    return cpu_training_args(output_dir, **overrides)
 
 
 def grpo_config_like(rs_args):
@@ -9,3 +19,22 @@ def grpo_config_like(rs_args):
     shared = {k: getattr(rs_args, k) for k in shared if GRPOConfig.__dataclass_fields__[k].init}
     shared.pop("generation_batch_size", None)
     return GRPOConfig(**shared)
+
+
+def reference(rewards, group_size, beta):
+    """Independent float64 computation, one group at a time, straight from the paper's formula."""
+    out = []
+    for start in range(0, len(rewards), group_size):
+        group = [float(r) for r in rewards[start : start + group_size]]
+        valid = [r for r in group if not math.isnan(r)]
+        if len(set(valid)) <= 1:
+            out += [0.0] * len(group)
+            continue
+        if beta == 0:
+            mean = sum(valid) / len(valid)
+            out += [0.0 if math.isnan(r) else r - mean for r in group]
+            continue
+        shift = max(beta * r for r in valid)  # exp(β r − shift) cannot overflow
+        mean_exp = sum(math.exp(beta * r - shift) for r in valid) / len(valid)
+        out += [0.0 if math.isnan(r) else (math.exp(beta * r - shift) / mean_exp - 1) / beta for r in group]
+    return torch.tensor(out, dtype=torch.float64)

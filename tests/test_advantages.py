@@ -4,25 +4,7 @@ import pytest
 import torch
 
 from rs_trl.advantages import risk_sensitive_advantages
-
-
-def reference(rewards, group_size, beta):
-    """Independent float64 computation, one group at a time, straight from the paper's formula."""
-    out = []
-    for start in range(0, len(rewards), group_size):
-        group = [float(r) for r in rewards[start : start + group_size]]
-        valid = [r for r in group if not math.isnan(r)]
-        if len(set(valid)) <= 1:
-            out += [0.0] * len(group)
-            continue
-        if beta == 0:
-            mean = sum(valid) / len(valid)
-            out += [0.0 if math.isnan(r) else r - mean for r in group]
-            continue
-        shift = max(beta * r for r in valid)  # exp(β r − shift) cannot overflow
-        mean_exp = sum(math.exp(beta * r - shift) for r in valid) / len(valid)
-        out += [0.0 if math.isnan(r) else (math.exp(beta * r - shift) / mean_exp - 1) / beta for r in group]
-    return torch.tensor(out, dtype=torch.float64)
+from tests.helpers import reference
 
 
 @pytest.mark.parametrize("beta", [-8.0, -1.0, 0.0, 0.5, 2.0, 4.0, 16.0])

@@ -7,7 +7,7 @@ import pytest
 from datasets import Dataset
 
 from rs_trl import RSGRPOTrainer
-from tests.conftest import cpu_args
+from tests.helpers import cpu_args
 
 
 def length_reward(completions, **kwargs):

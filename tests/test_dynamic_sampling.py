@@ -13,7 +13,7 @@ from transformers import AutoTokenizer
 from rs_trl import RSGRPOConfig, RSGRPOTrainer
 from rs_trl.advantages import zero_variance_groups
 from rs_trl.dynamic_sampling import DynamicSampler, RefillSampler, groups_to_generate
-from tests.conftest import cpu_args
+from tests.helpers import cpu_args
 
 REPO = Path(__file__).resolve().parents[1]
 

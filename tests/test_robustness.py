@@ -14,8 +14,7 @@ import torch
 from datasets import Dataset
 
 from rs_trl import RSGRPOTrainer, risk_sensitive_advantages
-from tests.conftest import cpu_args
-from tests.test_advantages import reference
+from tests.helpers import cpu_args, reference
 
 REPO = Path(__file__).resolve().parents[1]
 MISSING_MODEL = "/nonexistent/model-must-not-be-loaded"

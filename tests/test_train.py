@@ -12,9 +12,9 @@ from unittest import mock
 import pytest
 import torch
 
-from rs_trl.rewards import completion_text
+from rs_trl.rewards import completion_text, get_reward_funcs
 from rs_trl.tiny import build_tiny_model
-from rs_trl.train import main, parse_args, resolve_reward_funcs, train
+from rs_trl.train import main, parse_args, train
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -50,7 +50,7 @@ def tiny_model(tmp_path_factory) -> Path:
 
 def test_bad_reward_name_fails_before_any_compute():
     with pytest.raises(ValueError, match="reward_funcs.*'accuracy'.*math_accuracy_reward"):
-        resolve_reward_funcs(["accuracy"])
+        get_reward_funcs(["accuracy"])
 
 
 def test_unknown_offline_model_is_a_clear_error(tmp_path):

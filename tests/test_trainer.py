@@ -7,8 +7,7 @@ from transformers import AutoModelForCausalLM
 from trl import GRPOConfig, GRPOTrainer
 
 from rs_trl import RSGRPOTrainer, risk_sensitive_advantages
-from tests.conftest import cpu_args
-from tests.helpers import grpo_config_like
+from tests.helpers import cpu_args, grpo_config_like
 
 
 def digit_reward(completions, **kwargs):
