@@ -1,0 +1,211 @@
+"""Pass@k-oriented advantage estimators side by side, and the β variants of RS-GRPO: pure tensor math.
+
+`ESTIMATORS` maps each name accepted by `RSGRPOConfig.advantage_estimator` to a vectorised function
+`(rewards [num_groups, G] float64, **params) -> advantages [num_groups, G]`, where a NaN reward marks an
+unscorable sample. `group_advantages` is the one entry point the trainer calls: it adds what every estimator
+shares (input checks, NaN samples get 0, groups whose rewards are all equal get exactly 0, the caller's dtype).
+
+The advantages are meant for a loss that averages over samples, as TRL's does: a method that is an unbiased
+estimator of ∇ pass@k is scaled here so that E[(1/G) Σ_i A_i ∇ log π(y_i)] = ∇ pass@k.
+"""
+
+import math
+
+import torch
+
+from .advantages import risk_sensitive_advantages, zero_variance_groups
+
+
+def _log_binom(n: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """log C(n, k) elementwise (float64), −inf where C(n, k) = 0 (k < 0 or k > n)."""
+    n, k = torch.broadcast_tensors(n.to(torch.float64), torch.as_tensor(k, dtype=torch.float64, device=n.device))
+    defined = (k >= 0) & (k <= n)
+    n_, k_ = n.clamp(min=0), k.clamp(min=0)
+    value = torch.lgamma(n_ + 1) - torch.lgamma(k_ + 1) - torch.lgamma((n_ - k_).clamp(min=0) + 1)
+    return torch.where(defined, value, torch.full_like(value, -math.inf))
+
+
+def _binom_ratio(n_top, k_top, n_bottom, k_bottom) -> torch.Tensor:
+    """C(n_top, k_top) / C(n_bottom, k_bottom), formed in log space so no binomial ever overflows."""
+    return torch.exp(_log_binom(n_top, k_top) - _log_binom(n_bottom, k_bottom))
+
+
+def _counts(rewards: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    valid = ~torch.isnan(rewards)
+    return valid, valid.sum(dim=1, keepdim=True).to(torch.float64)
+
+
+def _require_binary(rewards: torch.Tensor, name: str) -> None:
+    values = rewards[~torch.isnan(rewards)]
+    if not ((values == 0) | (values == 1)).all():
+        bad = values[(values != 0) & (values != 1)][:3].tolist()
+        raise ValueError(
+            f"advantage_estimator={name!r} is defined for binary rewards (0 or 1) only, got e.g. {bad}. "
+            "Use 'rs_grpo', 'grpo' or 'pkpo' (which handles continuous rewards) for other rewards."
+        )
+
+
+def _check_k(k, name: str, smallest: int = 1) -> None:
+    if not (isinstance(k, int) and not isinstance(k, bool) and k >= smallest):
+        raise ValueError(f"advantage_estimator={name!r} needs an integer k >= {smallest}, got {k!r}.")
+
+
+def grpo(rewards: torch.Tensor) -> torch.Tensor:
+    """GRPO / Dr. GRPO (Shao et al., 2024, arXiv 2402.03300, eq. 3 without the std; TRL's `r − mean`):
+
+        A_i = r_i − mean_j r_j.
+
+    Any rewards. TRL's optional std scaling (`scale_rewards`) is applied by the trainer on top, as for every estimator.
+    """
+    valid, count = _counts(rewards)
+    mean = torch.where(valid, rewards, 0.0).sum(dim=1, keepdim=True) / count.clamp(min=1)
+    return torch.where(valid, rewards - mean, 0.0)
+
+
+def rs_grpo(rewards: torch.Tensor, beta: float | torch.Tensor) -> torch.Tensor:
+    """RS-GRPO (Jiang et al., 2025, arXiv 2509.24261, eq. 6), the risk-sensitive advantage of J = (1/β) log E[e^{βr}]:
+
+        A_i = (1/β) (e^{β r_i} / mean_j e^{β r_j} − 1),   r_i − mean_j r_j at β = 0.
+
+    Any rewards. `beta` is one float or one value per group (adaptive β); see `rs_trl.advantages`.
+    """
+    return risk_sensitive_advantages(rewards.flatten(), rewards.shape[1], beta).view_as(rewards)
+
+
+def pass_at_k(rewards: torch.Tensor, k: int) -> torch.Tensor:
+    """Pass@k Training (Chen et al., 2025, arXiv 2508.10751, Sec. 3.3 "analytical derivation"), binary rewards.
+
+    With n scorable samples of which c are correct, a random k-subset has no correct sample with probability
+    q = C(n−c, k) / C(n, k); the group's pass@k reward has mean R̄ = 1 − q and std σ = sqrt(q (1 − q)), and
+
+        A_correct = (1 − R̄) / σ,      A_wrong = (1 − R̄ − C(n−c−1, k−1) / C(n−1, k−1)) / σ,
+
+    i.e. each sample's mean over the k-subsets that contain it of the normalised subset reward (max − R̄) / σ.
+    σ = 0 (every k-subset passes, or none does) gives 0, as does a group with fewer than k scorable samples.
+    Not an unbiased gradient estimator (the mean and std are taken from the same samples). Rejects non-binary rewards.
+    """
+    _require_binary(rewards, "pass_at_k")
+    valid, n = _counts(rewards)
+    _check_k(k, "pass_at_k")
+    c = (rewards == 1).sum(dim=1, keepdim=True).to(torch.float64)
+    q = _binom_ratio(n - c, k, n, k)  # P(a k-subset has no correct sample) = 1 − R̄
+    q_wrong = _binom_ratio(n - c - 1, k - 1, n - 1, k - 1)  # the same, for k-subsets holding a given wrong sample
+    sigma = torch.sqrt(q * (1 - q))
+    usable = (sigma > 0) & (n >= k)
+    safe_sigma = torch.where(usable, sigma, 1.0)
+    advantages = torch.where(rewards == 1, q / safe_sigma, (q - q_wrong) / safe_sigma)
+    return torch.where(valid & usable, advantages, 0.0)
+
+
+def pkpo(rewards: torch.Tensor, k: int) -> torch.Tensor:
+    """PKPO (Walder & Karkhanis, 2025, arXiv 2505.15201), with their recommended k−1 baseline s^(loo−1) (eq. 33):
+
+        s_i = (1 / C(n, k)) Σ_{|I| = k, i ∈ I} [max_{j ∈ I} r_j − max_{j ∈ I∖{i}} r_j],      A_i = n s_i,
+
+    an unbiased estimator of ∇ maxg@k = ∇ E[max of k samples] (pass@k for 0/1 rewards), since the baseline
+    max_{I∖i} never depends on sample i. With the n scorable rewards sorted ascending, r_(1) <= ... <= r_(n),
+    it is s_(m) = (1 / C(n, k)) [C(m−1, k−1) r_(m) − Σ_{j<m} C(j−1, k−2) r_(j)], one cumulative sum (ties
+    give equal values). Continuous rewards are the paper's maxg@k; for 0/1 rewards a correct sample gets
+    n C(n−c, k−1) / C(n, k) and a wrong one 0. The factor n makes the sample-mean loss unbiased. k >= 2 (the
+    k−1 baseline is empty at k = 1); a group with fewer than k scorable samples gets 0.
+    """
+    valid, n = _counts(rewards)
+    _check_k(k, "pkpo", smallest=2)
+    group_size = rewards.shape[1]
+    # Unscorable samples sort first (as −inf) and get rank <= 0, so every binomial weight for them is 0.
+    ordered, order = torch.sort(torch.where(valid, rewards, -math.inf), dim=1)
+    missing = group_size - n
+    rank = torch.arange(1, group_size + 1, device=rewards.device, dtype=torch.float64).expand_as(ordered) - missing
+    ordered = torch.where(rank >= 1, ordered, 0.0)
+    # s_i is unchanged by a common shift of the rewards (the weights below sum to C(m−1, k−1)), so centring
+    # first keeps the difference of two large products free of cancellation.
+    mean = ordered.sum(dim=1, keepdim=True) / n.clamp(min=1)
+    centred = torch.where(rank >= 1, ordered - mean, 0.0)
+    self_weight = _binom_ratio(rank - 1, k - 1, n, k)
+    lower_weight = _binom_ratio(rank - 1, k - 2, n, k)
+    below = torch.cumsum(lower_weight * centred, dim=1) - lower_weight * centred  # Σ over strictly lower ranks
+    s_sorted = self_weight * centred - below
+    s_sorted = torch.where((rank >= 1) & (n >= k), n * s_sorted, 0.0)
+    return torch.empty_like(s_sorted).scatter_(1, order, s_sorted)
+
+
+ESTIMATORS = {"rs_grpo": rs_grpo, "grpo": grpo, "pass_at_k": pass_at_k, "pkpo": pkpo}
+
+
+def group_advantages(rewards: torch.Tensor, group_size: int, estimator: str = "rs_grpo", **params) -> torch.Tensor:
+    """Advantages of `estimator` (a key of `ESTIMATORS`) for contiguous groups of `group_size` rewards.
+
+    `rewards` is 1-D; NaN marks an unscorable sample, which is left out of its group and gets 0. A group whose
+    scorable rewards are all equal gets exactly 0 for every estimator. Returns `rewards`' shape and dtype.
+    """
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"advantage_estimator must be one of {', '.join(map(repr, ESTIMATORS))}, got {estimator!r}.")
+    if not isinstance(rewards, torch.Tensor) or rewards.dim() != 1:
+        raise ValueError(f"`rewards` must be a 1-D tensor, got shape {tuple(getattr(rewards, 'shape', ()))}.")
+    if not isinstance(group_size, int) or group_size < 1 or rewards.numel() % group_size:
+        raise ValueError(f"`group_size` must be an integer >= 1 dividing {rewards.numel()}, got {group_size!r}.")
+    grouped = rewards.detach().to(torch.float64).view(-1, group_size)
+    advantages = ESTIMATORS[estimator](grouped, **params)
+    # Exact zeros where there is no signal: float round-off must not invent one.
+    silent = torch.isnan(grouped) | zero_variance_groups(grouped.flatten(), group_size).unsqueeze(1)
+    advantages = torch.where(silent, 0.0, advantages)
+    return advantages.reshape(rewards.shape).to(rewards.dtype)
+
+
+# ---------------------------------------------------------------- β beyond a constant
+
+
+def scheduled_beta(step: int, total_steps: int, start: float, end: float, kind: str) -> float:
+    """β at optimizer step `step` of a `kind` schedule from `start` (step 0) to `end` (step `total_steps`, held after).
+
+    `"linear"`: start + (end − start) t; `"cosine"`: end + (start − end)(1 + cos π t) / 2, with t = min(step / total_steps, 1).
+    `"constant"`: start.
+    """
+    if kind == "constant":
+        return float(start)
+    progress = min(max(step, 0) / max(total_steps, 1), 1.0)
+    if kind == "linear":
+        return float(start + (end - start) * progress)
+    if kind == "cosine":
+        return float(end + (start - end) * (1 + math.cos(math.pi * progress)) / 2)
+    raise ValueError(f"risk_beta_schedule must be one of 'constant', 'linear', 'cosine', 'adaptive', got {kind!r}.")
+
+
+def effective_sample_fraction(rewards: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    """Kish's effective sample size of the weights w = softmax(β r) over each group's scorable samples, over
+    their count: (Σ w)² / (n Σ w²), 1 for uniform weights (β = 0), down to (#best samples) / n as β → ∞."""
+    valid, n = _counts(rewards)
+    logits = torch.where(valid, beta.view(-1, 1) * torch.nan_to_num(rewards), -math.inf)
+    log_w = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    return torch.exp(-torch.logsumexp(2 * log_w, dim=1)) / n.squeeze(1).clamp(min=1)
+
+
+def adaptive_beta(rewards: torch.Tensor, target: float, max_beta: float, iterations: int = 50) -> torch.Tensor:
+    """Per group, the β in [0, max_beta] at which the exponential weights softmax(β r) have an effective sample
+    fraction (`effective_sample_fraction`) equal to `target`, found by bisection (it falls monotonically in β).
+
+    This is the adaptive tempering rule of sequential Monte Carlo (choose the next inverse temperature by
+    bisection so that the ESS of the incremental weights hits a set fraction; Jasra, Stephens, Doucet &
+    Tsagaris 2011, Scand. J. Stat. 38(1), Sec. 3.2), with β as the inverse temperature and the group as particles.
+    A group that cannot reach `target` below `max_beta` (e.g. one correct sample in 16 with target 0.5: its
+    fraction only falls to 1/16 as β → ∞, but slowly) gets `max_beta`, the cap; a constant group gets 0 (its
+    weights are uniform for every β, and its advantage is 0 anyway). `target` = 1 gives β = 0 everywhere: GRPO.
+    """
+    rewards = rewards.to(torch.float64)
+    low = torch.zeros(rewards.shape[0], dtype=torch.float64, device=rewards.device)
+    high = torch.full_like(low, float(max_beta))
+    for _ in range(iterations):
+        middle = (low + high) / 2
+        too_tilted = effective_sample_fraction(rewards, middle) < target
+        high = torch.where(too_tilted, middle, high)
+        low = torch.where(too_tilted, low, middle)
+    # Unreachable targets never bisect downwards, so `high` is already the cap there.
+    constant = zero_variance_groups(rewards.flatten(), rewards.shape[1])
+    return torch.where(constant | (target >= 1), 0.0, high)
+
+
+def unbiased_pass_at_k(correct: torch.Tensor, scored: torch.Tensor, k: int) -> torch.Tensor:
+    """1 − C(n − c, k) / C(n, k) per group (Chen et al., 2021), with k clipped to the group's n scored samples."""
+    n = scored.to(torch.float64)
+    k = torch.minimum(torch.full_like(n, float(k)), n).clamp(min=1)
+    return torch.where(n > 0, 1 - _binom_ratio(n - correct.to(torch.float64), k, n, k), torch.nan)
