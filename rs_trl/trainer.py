@@ -328,7 +328,9 @@ class RSGRPOTrainer(GRPOTrainer):
         """The configured estimator's advantage in place of GRPO's `r - mean`, then the std scaling TRL would apply.
         The only place that calls the estimator registry; the β it used is kept for `_log_risk_metrics`."""
         args = self.args
-        if args.advantage_estimator != "rs_grpo":
+        if args.advantage_estimator == "grpo":
+            params = {}
+        elif args.advantage_estimator != "rs_grpo":
             params = {"k": args.pass_k}
         elif args.risk_beta_schedule == "adaptive":
             params = {

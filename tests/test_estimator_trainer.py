@@ -1,0 +1,108 @@
+"""Estimators and β variants through RSGRPOConfig and RSGRPOTrainer: selection, validation, metrics."""
+
+import pytest
+import torch
+from datasets import Dataset
+from trl import GRPOTrainer
+
+from rs_trl import RSGRPOConfig, RSGRPOTrainer
+from rs_trl.estimators import group_advantages, scheduled_beta
+from tests.conftest import cpu_args
+from tests.helpers import grpo_config_like
+
+
+def has_digit_reward(completions, **kwargs):
+    return [float(any(ch.isdigit() for ch in c)) for c in completions]
+
+
+def digit_count_reward(completions, **kwargs):
+    return [float(sum(ch.isdigit() for ch in c)) for c in completions]
+
+
+def prompts_dataset(n=16):
+    return Dataset.from_dict({"prompt": [f"What is {i} + {i + 1}?" for i in range(n)]})
+
+
+def generation_batch(num_generations, n_prompts=2):
+    return [{"prompt": f"Compute {i} + 7."} for i in range(n_prompts) for _ in range(num_generations)]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"advantage_estimator": "ppo"}, "advantage_estimator"),
+        ({"advantage_estimator": "pkpo", "pass_k": 1}, "pass_k"),
+        ({"advantage_estimator": "pass_at_k", "pass_k": 0}, "pass_k"),
+        ({"advantage_estimator": "pass_at_k", "pass_k": 5, "num_generations": 4}, "pass_k"),
+        ({"risk_beta_schedule": "step"}, "risk_beta_schedule"),
+        ({"risk_beta_schedule": "adaptive", "advantage_estimator": "grpo"}, "risk_beta_schedule"),
+        ({"risk_beta_schedule": "linear"}, "risk_beta_end"),
+        ({"risk_beta_schedule": "cosine", "risk_beta_end": 1.0, "risk_beta_schedule_steps": 0}, "schedule_steps"),
+        ({"risk_beta_target_ess": 0.0}, "risk_beta_target_ess"),
+        ({"risk_beta_max": float("inf")}, "risk_beta_max"),
+    ],
+)
+def test_config_rejects_bad_values_naming_the_field(tmp_path, overrides, field):
+    with pytest.raises(ValueError, match=field):
+        RSGRPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none", **overrides)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reward"),
+    [
+        ({"advantage_estimator": "pkpo", "pass_k": 2}, digit_count_reward),
+        ({"advantage_estimator": "pass_at_k", "pass_k": 2}, has_digit_reward),
+        ({"risk_beta_schedule": "adaptive", "risk_beta_target_ess": 0.5}, digit_count_reward),
+    ],
+)
+def test_trainer_uses_the_selected_estimator_and_logs_pass_at_k(tiny_model_dir, tmp_path, overrides, reward):
+    args = cpu_args(tmp_path, dynamic_sampling=False, **overrides)
+    trainer = RSGRPOTrainer(model=tiny_model_dir, reward_funcs=reward, args=args, train_dataset=prompts_dataset())
+    trainer.model.train()
+    torch.manual_seed(0)
+    output = trainer._generate_and_score_completions(generation_batch(args.num_generations, n_prompts=4))
+    rewards = trainer._gathered_rewards_per_func[:, 0]
+    params = {"beta": trainer._risk_beta_used} if args.advantage_estimator == "rs_grpo" else {"k": args.pass_k}
+    expected = group_advantages(rewards, args.num_generations, args.advantage_estimator, **params)
+    torch.testing.assert_close(output["advantages"], expected)
+    metrics = trainer._metrics["train"]
+    grouped = rewards.view(-1, args.num_generations)
+    solved = (grouped == rewards.max()) & (rewards.max() > rewards.min())
+    assert metrics["rs/pass@1"] == [pytest.approx(solved.float().mean().item())]
+    assert metrics[f"rs/pass@{args.num_generations}"] == [pytest.approx(solved.any(1).float().mean().item())]
+    if args.risk_beta_schedule == "adaptive":
+        assert {"rs/beta/mean", "rs/beta/min", "rs/beta/median", "rs/beta/max"} <= metrics.keys()
+
+
+def test_grpo_estimator_is_trl_grpo(tiny_model_dir, tmp_path):
+    rs_args = cpu_args(tmp_path / "rs", advantage_estimator="grpo", scale_rewards="group", dynamic_sampling=False)
+    trainers = [
+        cls(model=tiny_model_dir, reward_funcs=digit_count_reward, args=args, train_dataset=prompts_dataset())
+        for cls, args in ((GRPOTrainer, grpo_config_like(rs_args)), (RSGRPOTrainer, rs_args))
+    ]
+    outputs = []
+    for trainer in trainers:
+        trainer.model.train()
+        torch.manual_seed(0)
+        outputs.append(trainer._generate_and_score_completions(generation_batch(rs_args.num_generations)))
+    assert torch.equal(outputs[0]["completion_ids"], outputs[1]["completion_ids"])
+    assert outputs[0]["advantages"].abs().sum() > 0
+    torch.testing.assert_close(outputs[1]["advantages"], outputs[0]["advantages"])
+
+
+def test_beta_schedule_is_followed_and_logged_every_step(tiny_model_dir, tmp_path):
+    args = cpu_args(
+        tmp_path,
+        max_steps=3,
+        risk_beta=4.0,
+        risk_beta_schedule="linear",
+        risk_beta_end=1.0,
+        risk_beta_schedule_steps=2,
+    )
+    trainer = RSGRPOTrainer(
+        model=tiny_model_dir, reward_funcs=digit_count_reward, args=args, train_dataset=prompts_dataset()
+    )
+    trainer.train()
+    logged = [entry["rs/beta"] for entry in trainer.state.log_history if "rs/beta" in entry]
+    assert logged == [pytest.approx(scheduled_beta(step, 2, 4.0, 1.0, "linear")) for step in range(3)]
+    assert logged == [pytest.approx(4.0), pytest.approx(2.5), pytest.approx(1.0)]
