@@ -171,37 +171,53 @@ def scheduled_beta(step: int, total_steps: int, start: float, end: float, kind: 
     raise ValueError(f"risk_beta_schedule must be one of 'constant', 'linear', 'cosine', 'adaptive', got {kind!r}.")
 
 
+def _best_at_zero(rewards: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rewards shifted so each group's best is 0 (exp(β · shifted) <= 1 never overflows), 0 where unscorable;
+    and the scorable mask as float weights."""
+    valid = ~torch.isnan(rewards)
+    top = torch.where(valid, rewards, -math.inf).amax(dim=1, keepdim=True)
+    return torch.where(valid, rewards - top, 0.0), valid.to(rewards.dtype)
+
+
+def _ess_fraction(shifted: torch.Tensor, mask: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    weights = torch.exp(beta.unsqueeze(1) * shifted) * mask
+    return weights.sum(dim=1) ** 2 / ((weights * weights).sum(dim=1) * mask.sum(dim=1)).clamp(min=1e-300)
+
+
 def effective_sample_fraction(rewards: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
     """Kish's effective sample size of the weights w = softmax(β r) over each group's scorable samples, over
-    their count: (Σ w)² / (n Σ w²), 1 for uniform weights (β = 0), down to (#best samples) / n as β → ∞."""
-    valid, n = _counts(rewards)
-    logits = torch.where(valid, beta.view(-1, 1) * torch.nan_to_num(rewards), -math.inf)
-    log_w = logits - torch.logsumexp(logits, dim=1, keepdim=True)
-    return torch.exp(-torch.logsumexp(2 * log_w, dim=1)) / n.squeeze(1).clamp(min=1)
+    their count: (Σ w)² / (n Σ w²), 1 for uniform weights (β = 0), down to (#best samples) / n as β → ∞.
+    For β >= 0 (all `adaptive_beta` needs)."""
+    return _ess_fraction(*_best_at_zero(rewards.to(torch.float64)), beta.to(torch.float64).view(-1))
 
 
-def adaptive_beta(rewards: torch.Tensor, target: float, max_beta: float, iterations: int = 50) -> torch.Tensor:
+def adaptive_beta(rewards: torch.Tensor, target: float, max_beta: float, iterations: int = 40) -> torch.Tensor:
     """Per group, the β in [0, max_beta] at which the exponential weights softmax(β r) have an effective sample
     fraction (`effective_sample_fraction`) equal to `target`, found by bisection (it falls monotonically in β).
 
     This is the adaptive tempering rule of sequential Monte Carlo (choose the next inverse temperature by
     bisection so that the ESS of the incremental weights hits a set fraction; Jasra, Stephens, Doucet &
     Tsagaris 2011, Scand. J. Stat. 38(1), Sec. 3.2), with β as the inverse temperature and the group as particles.
-    A group that cannot reach `target` below `max_beta` (e.g. one correct sample in 16 with target 0.5: its
-    fraction only falls to 1/16 as β → ∞, but slowly) gets `max_beta`, the cap; a constant group gets 0 (its
-    weights are uniform for every β, and its advantage is 0 anyway). `target` = 1 gives β = 0 everywhere: GRPO.
+    The fraction falls from 1 (β = 0) towards m/n (β → ∞, m samples tied for the best), so a group with
+    m/n >= `target` (an easy prompt: 12 correct of 16 never goes below 0.75) or one needing more than `max_beta`
+    gets the cap `max_beta`, which shrinks its update, as risk seeking does for easy prompts; a constant group
+    gets 0 (its weights are uniform for every β, and its advantage is 0 anyway). `target` = 1 gives β = 0
+    everywhere: GRPO. 40 halvings locate β to `max_beta` / 2^40.
     """
-    rewards = rewards.to(torch.float64)
-    low = torch.zeros(rewards.shape[0], dtype=torch.float64, device=rewards.device)
-    high = torch.full_like(low, float(max_beta))
+    shifted, mask = _best_at_zero(rewards.to(torch.float64))
+    beta = torch.full((rewards.shape[0],), float(max_beta), dtype=torch.float64, device=rewards.device)
+    # Only groups that reach the target below the cap need a search; the rest keep the cap.
+    searched = _ess_fraction(shifted, mask, beta) < target
+    shifted, mask = shifted[searched], mask[searched]
+    low, high = torch.zeros_like(beta[searched]), beta[searched]
     for _ in range(iterations):
         middle = (low + high) / 2
-        too_tilted = effective_sample_fraction(rewards, middle) < target
+        too_tilted = _ess_fraction(shifted, mask, middle) < target
         high = torch.where(too_tilted, middle, high)
         low = torch.where(too_tilted, low, middle)
-    # Unreachable targets never bisect downwards, so `high` is already the cap there.
+    beta[searched] = high
     constant = zero_variance_groups(rewards.flatten(), rewards.shape[1])
-    return torch.where(constant | (target >= 1), 0.0, high)
+    return torch.where(constant | (target >= 1), 0.0, beta)
 
 
 def unbiased_pass_at_k(correct: torch.Tensor, scored: torch.Tensor, k: int) -> torch.Tensor:
