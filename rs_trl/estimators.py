@@ -10,6 +10,7 @@ estimator of ∇ pass@k is scaled here so that E[(1/G) Σ_i A_i ∇ log π(y_i)]
 """
 
 import math
+from types import SimpleNamespace
 
 import torch
 
@@ -225,3 +226,59 @@ def unbiased_pass_at_k(correct: torch.Tensor, scored: torch.Tensor, k: int) -> t
     n = scored.to(torch.float64)
     k = torch.minimum(torch.full_like(n, float(k)), n).clamp(min=1)
     return torch.where(n > 0, 1 - _binom_ratio(n - correct.to(torch.float64), k, n, k), torch.nan)
+
+
+# ---------------------------------------------------------------- one method = estimator + its parameters
+
+# `RSGRPOConfig`'s defaults for the fields below (a test keeps them equal), so a method spec needs no TRL import.
+METHOD_DEFAULTS = {
+    "advantage_estimator": "rs_grpo",
+    "risk_beta": 2.0,
+    "pass_k": 4,
+    "risk_beta_schedule": "constant",
+    "risk_beta_end": None,
+    "risk_beta_schedule_steps": None,
+    "risk_beta_target_ess": 0.5,
+    "risk_beta_max": 8.0,
+}
+
+
+def estimator_params(config, rewards: torch.Tensor, step: int, total_steps: int) -> dict:
+    """The keyword arguments of `ESTIMATORS[config.advantage_estimator]` for rewards [num_groups, G] at optimizer
+    step `step` of `total_steps`: `config` is an `RSGRPOConfig` or any object with the fields of `METHOD_DEFAULTS`."""
+    if config.advantage_estimator == "grpo":
+        return {}
+    if config.advantage_estimator != "rs_grpo":
+        return {"k": config.pass_k}
+    if config.risk_beta_schedule == "adaptive":
+        return {"beta": adaptive_beta(rewards, config.risk_beta_target_ess, config.risk_beta_max)}
+    total = config.risk_beta_schedule_steps or total_steps
+    return {"beta": scheduled_beta(step, total, config.risk_beta, config.risk_beta_end, config.risk_beta_schedule)}
+
+
+def parse_method(spec: str) -> SimpleNamespace:
+    """A method for `rs-trl bandit --methods` / `rs-trl dilemma --methods`, as `METHOD_DEFAULTS` with changes:
+    `grpo`, `rs_grpo:BETA`, `rs_grpo:adaptive[:TARGET_ESS[:MAX_BETA]]`, `rs_grpo:linear|cosine:START:END`,
+    `pass_at_k:K`, `pkpo:K`. Its `label` names it in tables and plots."""
+    name, *args = spec.split(":")
+    options = dict(METHOD_DEFAULTS, advantage_estimator=name, label=spec)
+    try:
+        if name == "grpo" and not args:
+            pass
+        elif name in ("pass_at_k", "pkpo") and len(args) == 1:
+            options["pass_k"] = int(args[0])
+        elif name == "rs_grpo" and len(args) == 1 and args[0] != "adaptive":
+            options["risk_beta"] = float(args[0])
+        elif name == "rs_grpo" and args and args[0] == "adaptive" and len(args) <= 3:
+            options["risk_beta_schedule"] = "adaptive"
+            options.update(zip(("risk_beta_target_ess", "risk_beta_max"), map(float, args[1:])))
+        elif name == "rs_grpo" and len(args) == 3 and args[0] in ("linear", "cosine"):
+            options.update(risk_beta_schedule=args[0], risk_beta=float(args[1]), risk_beta_end=float(args[2]))
+        else:
+            raise ValueError
+    except ValueError:
+        raise ValueError(
+            f"Method {spec!r} is not one of: grpo, rs_grpo:BETA, rs_grpo:adaptive[:TARGET_ESS[:MAX_BETA]], "
+            "rs_grpo:linear:START:END, rs_grpo:cosine:START:END, pass_at_k:K, pkpo:K."
+        ) from None
+    return SimpleNamespace(**options)

@@ -29,7 +29,7 @@ from .dynamic_sampling import (
     select_rows,
     take_first,
 )
-from .estimators import adaptive_beta, group_advantages, scheduled_beta, unbiased_pass_at_k
+from .estimators import estimator_params, group_advantages, unbiased_pass_at_k
 from .model_card import add_rs_grpo_section
 from .reward_guard import TALLY_FIELDS, RewardHealth, guard_reward_function, required_columns
 
@@ -328,18 +328,7 @@ class RSGRPOTrainer(GRPOTrainer):
         """The configured estimator's advantage in place of GRPO's `r - mean`, then the std scaling TRL would apply.
         The only place that calls the estimator registry; the β it used is kept for `_log_risk_metrics`."""
         args = self.args
-        if args.advantage_estimator == "grpo":
-            params = {}
-        elif args.advantage_estimator != "rs_grpo":
-            params = {"k": args.pass_k}
-        elif args.risk_beta_schedule == "adaptive":
-            params = {
-                "beta": adaptive_beta(rewards.view(-1, group_size), args.risk_beta_target_ess, args.risk_beta_max)
-            }
-        else:
-            total = args.risk_beta_schedule_steps or self.state.max_steps
-            step = self.state.global_step
-            params = {"beta": scheduled_beta(step, total, args.risk_beta, args.risk_beta_end, args.risk_beta_schedule)}
+        params = estimator_params(args, rewards.view(-1, group_size), self.state.global_step, self.state.max_steps)
         self._risk_beta_used = params.get("beta")
         advantages = group_advantages(rewards, group_size, args.advantage_estimator, **params)
         if self.multi_objective_aggregation == "normalize_then_sum":  # TRL always scales this one by the batch std

@@ -6,7 +6,7 @@ from datasets import Dataset
 from trl import GRPOTrainer
 
 from rs_trl import RSGRPOConfig, RSGRPOTrainer
-from rs_trl.estimators import group_advantages, scheduled_beta
+from rs_trl.estimators import METHOD_DEFAULTS, group_advantages, parse_method, scheduled_beta
 from tests.conftest import cpu_args
 from tests.helpers import grpo_config_like
 
@@ -106,3 +106,36 @@ def test_beta_schedule_is_followed_and_logged_every_step(tiny_model_dir, tmp_pat
     logged = [entry["rs/beta"] for entry in trainer.state.log_history if "rs/beta" in entry]
     assert logged == [pytest.approx(scheduled_beta(step, 2, 4.0, 1.0, "linear")) for step in range(3)]
     assert logged == [pytest.approx(4.0), pytest.approx(2.5), pytest.approx(1.0)]
+
+
+def test_method_defaults_are_the_config_defaults(tmp_path):
+    config = RSGRPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none")
+    assert {name: getattr(config, name) for name in METHOD_DEFAULTS} == METHOD_DEFAULTS
+
+
+@pytest.mark.parametrize(
+    ("spec", "changes"),
+    [
+        ("grpo", {"advantage_estimator": "grpo"}),
+        ("rs_grpo:4", {"risk_beta": 4.0}),
+        (
+            "rs_grpo:adaptive:0.3:6",
+            {"risk_beta_schedule": "adaptive", "risk_beta_target_ess": 0.3, "risk_beta_max": 6.0},
+        ),
+        ("rs_grpo:cosine:8:2", {"risk_beta_schedule": "cosine", "risk_beta": 8.0, "risk_beta_end": 2.0}),
+        ("pkpo:16", {"advantage_estimator": "pkpo", "pass_k": 16}),
+    ],
+)
+def test_method_specs_are_valid_configs(tmp_path, spec, changes):
+    method = parse_method(spec)
+    assert vars(method) == dict(METHOD_DEFAULTS, label=spec) | changes
+    fields = {k: v for k, v in vars(method).items() if k != "label"}
+    RSGRPOConfig(
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        bf16=False,
+        report_to="none",
+        num_generations=16,
+        per_device_train_batch_size=16,
+        **fields,
+    )
