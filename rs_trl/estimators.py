@@ -64,7 +64,7 @@ def grpo(rewards: torch.Tensor) -> torch.Tensor:
 
 
 def rs_grpo(rewards: torch.Tensor, beta: float | torch.Tensor) -> torch.Tensor:
-    """RS-GRPO (Jiang et al., 2025, arXiv 2509.24261, eq. 6), the risk-sensitive advantage of J = (1/β) log E[e^{βr}]:
+    """RS-GRPO (Jiang et al., 2025, arXiv 2509.24261), the risk-sensitive advantage of J = (1/β) log E[e^{βr}]:
 
         A_i = (1/β) (e^{β r_i} / mean_j e^{β r_j} − 1),   r_i − mean_j r_j at β = 0.
 
@@ -74,7 +74,7 @@ def rs_grpo(rewards: torch.Tensor, beta: float | torch.Tensor) -> torch.Tensor:
 
 
 def pass_at_k(rewards: torch.Tensor, k: int) -> torch.Tensor:
-    """Pass@k Training (Chen et al., 2025, arXiv 2508.10751, Sec. 3.3 "analytical derivation"), binary rewards.
+    """Pass@k Training (Chen et al., 2025, arXiv 2508.10751), their analytical pass@k advantage; binary rewards.
 
     With n scorable samples of which c are correct, a random k-subset has no correct sample with probability
     q = C(n−c, k) / C(n, k); the group's pass@k reward has mean R̄ = 1 − q and std σ = sqrt(q (1 − q)), and
@@ -99,7 +99,7 @@ def pass_at_k(rewards: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def pkpo(rewards: torch.Tensor, k: int) -> torch.Tensor:
-    """PKPO (Walder & Karkhanis, 2025, arXiv 2505.15201), with their recommended k−1 baseline s^(loo−1) (eq. 33):
+    """PKPO (Walder & Karkhanis, 2025, arXiv 2505.15201) with their recommended, lowest-variance baseline s^(loo−1):
 
         s_i = (1 / C(n, k)) Σ_{|I| = k, i ∈ I} [max_{j ∈ I} r_j − max_{j ∈ I∖{i}} r_j],      A_i = n s_i,
 
