@@ -59,6 +59,7 @@ class RSGRPOConfig(GRPOConfig):
         max@k gradient with their k−1 baseline, uses `pass_k`). TRL's `scale_rewards` still applies on top.
     pass_k (`int`, *optional*, defaults to `4`):
         The k of `"pass_at_k"` and `"pkpo"`: 1 <= k <= `num_generations` (k >= 2 for `"pkpo"`). Ignored otherwise.
+        With `"pass_at_k"`, k = `num_generations` gives every group advantage 0 (each k-subset is the whole group).
     risk_beta_schedule (`str`, *optional*, defaults to `"constant"`):
         How β varies over training (`"rs_grpo"` only): `"constant"` (`risk_beta`), `"linear"` or `"cosine"` (from
         `risk_beta` at step 0 to `risk_beta_end` at `risk_beta_schedule_steps`, then held), or `"adaptive"` (per

@@ -82,7 +82,8 @@ def pass_at_k(rewards: torch.Tensor, k: int) -> torch.Tensor:
         A_correct = (1 − R̄) / σ,      A_wrong = (1 − R̄ − C(n−c−1, k−1) / C(n−1, k−1)) / σ,
 
     i.e. each sample's mean over the k-subsets that contain it of the normalised subset reward (max − R̄) / σ.
-    σ = 0 (every k-subset passes, or none does) gives 0, as does a group with fewer than k scorable samples.
+    σ = 0 (every k-subset passes, or none does) gives 0, as does a group with fewer than k scorable samples; so at
+    k = G (every k-subset is the whole group) the advantage is 0 for every group: use k < G.
     Not an unbiased gradient estimator (the mean and std are taken from the same samples). Rejects non-binary rewards.
     """
     _require_binary(rewards, "pass_at_k")
