@@ -5,6 +5,8 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig
 
+from .estimators import ESTIMATORS
+
 
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -73,7 +75,8 @@ class RSGRPOConfig(GRPOConfig):
         `"adaptive"`: target effective sample size of softmax(β r) as a fraction of the group's samples, in (0, 1].
         Smaller = larger β (more risk seeking); 1 = β 0 (GRPO).
     risk_beta_max (`float`, *optional*, defaults to `8.0`):
-        `"adaptive"`: the cap on β, used by groups that cannot reach the target (e.g. one success in 16).
+        `"adaptive"`: the cap on β, used by groups that cannot reach the target below it (e.g. 12 successes in 16:
+        their effective sample fraction never falls below 0.75).
 
     > Parameters whose defaults differ from [`~trl.GRPOConfig`]
 
@@ -206,8 +209,6 @@ class RSGRPOConfig(GRPOConfig):
             )
 
     def _validate_estimator(self):
-        from .estimators import ESTIMATORS
-
         if self.advantage_estimator not in ESTIMATORS:
             raise ValueError(
                 f"advantage_estimator must be one of {', '.join(map(repr, ESTIMATORS))}, got {self.advantage_estimator!r}."

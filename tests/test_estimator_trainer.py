@@ -139,3 +139,14 @@ def test_method_specs_are_valid_configs(tmp_path, spec, changes):
         per_device_train_batch_size=16,
         **fields,
     )
+
+
+def test_model_card_names_the_estimator(tmp_path):
+    from rs_trl.model_card import rs_grpo_section
+
+    args = RSGRPOConfig(
+        output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none", advantage_estimator="pkpo", pass_k=3
+    )
+    section = rs_grpo_section(args, base_model="org/base", dataset_name="math12k")
+    assert "`pkpo` advantage estimator" in section and "| pass_k | 3 |" in section
+    assert "| advantage_estimator | pkpo |" in section
