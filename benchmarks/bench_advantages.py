@@ -79,7 +79,7 @@ def loop_adaptive(scores, prompt_ids):
         values = [float(s) for s in group]
         low, high = 0.0, MAX_BETA
         if ess_fraction(values, MAX_BETA) < TARGET_ESS:  # else the cap: the target is out of reach
-            for _ in range(40):  # as many halvings as `adaptive_beta`
+            for _ in range(30):  # as many halvings as `adaptive_beta`
                 middle = (low + high) / 2
                 low, high = (low, middle) if ess_fraction(values, middle) < TARGET_ESS else (middle, high)
         id2beta[key] = 0.0 if min(values) == max(values) else high

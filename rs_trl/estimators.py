@@ -9,6 +9,7 @@ The advantages are meant for a loss that averages over samples, as TRL's does: a
 estimator of ∇ pass@k is scaled here so that E[(1/G) Σ_i A_i ∇ log π(y_i)] = ∇ pass@k.
 """
 
+import functools
 import math
 from types import SimpleNamespace
 
@@ -37,12 +38,12 @@ def _counts(rewards: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _require_binary(rewards: torch.Tensor, name: str) -> None:
-    values = rewards[~torch.isnan(rewards)]
-    if not ((values == 0) | (values == 1)).all():
-        bad = values[(values != 0) & (values != 1)][:3].tolist()
+    bad = (rewards != 0) & (rewards != 1) & ~torch.isnan(rewards)
+    if bad.any():
         raise ValueError(
-            f"advantage_estimator={name!r} is defined for binary rewards (0 or 1) only, got e.g. {bad}. "
-            "Use 'rs_grpo', 'grpo' or 'pkpo' (which handles continuous rewards) for other rewards."
+            f"advantage_estimator={name!r} is defined for binary rewards (0 or 1) only, got e.g. "
+            f"{rewards[bad][:3].tolist()}. Use 'rs_grpo', 'grpo' or 'pkpo' (which handles continuous rewards) for "
+            "other rewards."
         )
 
 
@@ -87,16 +88,29 @@ def pass_at_k(rewards: torch.Tensor, k: int) -> torch.Tensor:
     Not an unbiased gradient estimator (the mean and std are taken from the same samples). Rejects non-binary rewards.
     """
     _require_binary(rewards, "pass_at_k")
-    valid, n = _counts(rewards)
     _check_k(k, "pass_at_k")
-    c = (rewards == 1).sum(dim=1, keepdim=True).to(torch.float64)
+    group_size = rewards.shape[1]
+    valid = ~torch.isnan(rewards)
+    correct = rewards == 1
+    # Both advantages depend only on (n, c): read them from a table built once per (G, k).
+    index = valid.sum(dim=1) * (group_size + 1) + correct.sum(dim=1)
+    if_correct, if_wrong = _pass_at_k_table(group_size, k, rewards.device)
+    advantages = torch.where(correct, if_correct[index].unsqueeze(1), if_wrong[index].unsqueeze(1))
+    return torch.where(valid, advantages, 0.0)
+
+
+@functools.lru_cache(maxsize=32)
+def _pass_at_k_table(group_size: int, k: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """`pass_at_k`'s A_correct and A_wrong for every 0 <= c <= n <= group_size, flattened at n (G + 1) + c."""
+    n, c = torch.meshgrid(*[torch.arange(group_size + 1, dtype=torch.float64)] * 2, indexing="ij")
     q = _binom_ratio(n - c, k, n, k)  # P(a k-subset has no correct sample) = 1 − R̄
     q_wrong = _binom_ratio(n - c - 1, k - 1, n - 1, k - 1)  # the same, for k-subsets holding a given wrong sample
     sigma = torch.sqrt(q * (1 - q))
-    usable = (sigma > 0) & (n >= k)
+    usable = (sigma > 0) & (n >= k) & (c <= n)
     safe_sigma = torch.where(usable, sigma, 1.0)
-    advantages = torch.where(rewards == 1, q / safe_sigma, (q - q_wrong) / safe_sigma)
-    return torch.where(valid & usable, advantages, 0.0)
+    if_correct = torch.where(usable, q / safe_sigma, 0.0)
+    if_wrong = torch.where(usable, (q - q_wrong) / safe_sigma, 0.0)
+    return if_correct.flatten().to(device), if_wrong.flatten().to(device)
 
 
 def pkpo(rewards: torch.Tensor, k: int) -> torch.Tensor:
@@ -111,24 +125,34 @@ def pkpo(rewards: torch.Tensor, k: int) -> torch.Tensor:
     n C(n−c, k−1) / C(n, k) and a wrong one 0. The factor n makes the sample-mean loss unbiased. k >= 2 (the
     k−1 baseline is empty at k = 1); a group with fewer than k scorable samples gets 0.
     """
-    valid, n = _counts(rewards)
     _check_k(k, "pkpo", smallest=2)
     group_size = rewards.shape[1]
-    # Unscorable samples sort first (as −inf) and get rank <= 0, so every binomial weight for them is 0.
+    valid = ~torch.isnan(rewards)
+    n = valid.sum(dim=1, keepdim=True)
+    # Unscorable samples sort first (as −inf) and get rank <= 0, where every weight is 0.
     ordered, order = torch.sort(torch.where(valid, rewards, -math.inf), dim=1)
-    missing = group_size - n
-    rank = torch.arange(1, group_size + 1, device=rewards.device, dtype=torch.float64).expand_as(ordered) - missing
-    ordered = torch.where(rank >= 1, ordered, 0.0)
+    rank = torch.arange(1, group_size + 1, device=rewards.device) - (group_size - n)
+    scorable = rank >= 1
     # s_i is unchanged by a common shift of the rewards (the weights below sum to C(m−1, k−1)), so centring
     # first keeps the difference of two large products free of cancellation.
-    mean = ordered.sum(dim=1, keepdim=True) / n.clamp(min=1)
-    centred = torch.where(rank >= 1, ordered - mean, 0.0)
-    self_weight = _binom_ratio(rank - 1, k - 1, n, k)
-    lower_weight = _binom_ratio(rank - 1, k - 2, n, k)
-    below = torch.cumsum(lower_weight * centred, dim=1) - lower_weight * centred  # Σ over strictly lower ranks
-    s_sorted = self_weight * centred - below
-    s_sorted = torch.where((rank >= 1) & (n >= k), n * s_sorted, 0.0)
-    return torch.empty_like(s_sorted).scatter_(1, order, s_sorted)
+    mean = torch.where(scorable, ordered, 0.0).sum(dim=1, keepdim=True) / n.clamp(min=1)
+    centred = torch.where(scorable, ordered - mean, 0.0)
+    self_weight, lower_weight = _pkpo_table(group_size, k, rewards.device)
+    index = n * (group_size + 1) + rank.clamp(min=0)
+    lower = lower_weight[index] * centred
+    advantages = self_weight[index] * centred - (torch.cumsum(lower, dim=1) - lower)  # minus Σ over lower ranks
+    return torch.empty_like(advantages).scatter_(1, order, advantages)
+
+
+@functools.lru_cache(maxsize=32)
+def _pkpo_table(group_size: int, k: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """n C(m−1, k−1) / C(n, k) and n C(m−1, k−2) / C(n, k) for every 0 <= n, m <= group_size (0 where m < 1 or
+    n < k), flattened at n (G + 1) + m: `pkpo`'s weights of rank m in a group of n, times n."""
+    n, m = torch.meshgrid(*[torch.arange(group_size + 1, dtype=torch.float64)] * 2, indexing="ij")
+    usable = (n >= k) & (m >= 1) & (m <= n)
+    self_weight = torch.where(usable, n * _binom_ratio(m - 1, k - 1, n, k), 0.0)
+    lower_weight = torch.where(usable, n * _binom_ratio(m - 1, k - 2, n, k), 0.0)
+    return self_weight.flatten().to(device), lower_weight.flatten().to(device)
 
 
 ESTIMATORS = {"rs_grpo": rs_grpo, "grpo": grpo, "pass_at_k": pass_at_k, "pkpo": pkpo}
@@ -193,7 +217,7 @@ def effective_sample_fraction(rewards: torch.Tensor, beta: torch.Tensor) -> torc
     return _ess_fraction(*_best_at_zero(rewards.to(torch.float64)), beta.to(torch.float64).view(-1))
 
 
-def adaptive_beta(rewards: torch.Tensor, target: float, max_beta: float, iterations: int = 40) -> torch.Tensor:
+def adaptive_beta(rewards: torch.Tensor, target: float, max_beta: float, iterations: int = 30) -> torch.Tensor:
     """Per group, the β in [0, max_beta] at which the exponential weights softmax(β r) have an effective sample
     fraction (`effective_sample_fraction`) equal to `target`, found by bisection (it falls monotonically in β).
 
@@ -204,19 +228,27 @@ def adaptive_beta(rewards: torch.Tensor, target: float, max_beta: float, iterati
     m/n >= `target` (an easy prompt: 12 correct of 16 never goes below 0.75) or one needing more than `max_beta`
     gets the cap `max_beta`, which shrinks its update, as risk seeking does for easy prompts; a constant group
     gets 0 (its weights are uniform for every β, and its advantage is 0 anyway). `target` = 1 gives β = 0
-    everywhere: GRPO. 40 halvings locate β to `max_beta` / 2^40.
+    everywhere: GRPO. 30 halvings locate β to `max_beta` / 2^30 (1e-8 for the default cap).
     """
     shifted, mask = _best_at_zero(rewards.to(torch.float64))
+    # exp(β · −inf) = 0 weighs unscorable samples out for every β > 0, which is all the bisection tries.
+    shifted = shifted.masked_fill(mask == 0, -math.inf)
+    target_count = target * mask.sum(dim=1)
+
+    def too_tilted(shifted, target_count, beta):  # ESS / n < target, as (Σw)² < target n Σw²
+        weights = torch.exp(beta.unsqueeze(1) * shifted)
+        return weights.sum(dim=1) ** 2 < target_count * (weights * weights).sum(dim=1)
+
     beta = torch.full((rewards.shape[0],), float(max_beta), dtype=torch.float64, device=rewards.device)
     # Only groups that reach the target below the cap need a search; the rest keep the cap.
-    searched = _ess_fraction(shifted, mask, beta) < target
-    shifted, mask = shifted[searched], mask[searched]
+    searched = too_tilted(shifted, target_count, beta)
+    shifted, target_count = shifted[searched], target_count[searched]
     low, high = torch.zeros_like(beta[searched]), beta[searched]
     for _ in range(iterations):
         middle = (low + high) / 2
-        too_tilted = _ess_fraction(shifted, mask, middle) < target
-        high = torch.where(too_tilted, middle, high)
-        low = torch.where(too_tilted, low, middle)
+        tilted = too_tilted(shifted, target_count, middle)
+        high = torch.where(tilted, middle, high)
+        low = torch.where(tilted, low, middle)
     beta[searched] = high
     constant = zero_variance_groups(rewards.flatten(), rewards.shape[1])
     return torch.where(constant | (target >= 1), 0.0, beta)

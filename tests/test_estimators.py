@@ -187,7 +187,7 @@ def test_adaptive_beta_hits_the_target_ess_caps_and_keeps_zeros():
     beta = adaptive_beta(rewards, target=0.6, max_beta=20.0)
     ess = effective_sample_fraction(rewards, beta)
     reachable = torch.tensor([0, 2, 3])
-    torch.testing.assert_close(ess[reachable], torch.full((3,), 0.6, dtype=torch.float64), rtol=0, atol=1e-9)
+    torch.testing.assert_close(ess[reachable], torch.full((3,), 0.6, dtype=torch.float64), rtol=0, atol=1e-7)
     assert (beta[reachable] > 0).all() and (beta[reachable] < 20).all()
     # Three best samples of four: the fraction only falls from 1 to 3/4 as β → ∞, so this group gets the cap.
     assert beta[1] == 20.0 and beta[4] == 0  # and a constant group gets β = 0
