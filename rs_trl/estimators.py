@@ -53,7 +53,7 @@ def _check_k(k, name: str, smallest: int = 1) -> None:
 
 
 def grpo(rewards: torch.Tensor) -> torch.Tensor:
-    """GRPO / Dr. GRPO (Shao et al., 2024, arXiv 2402.03300, eq. 3 without the std; TRL's `r − mean`):
+    """GRPO's group-centred reward (Shao et al., 2024, arXiv 2402.03300), as TRL computes it before any std scaling:
 
         A_i = r_i − mean_j r_j.
 
