@@ -1,5 +1,7 @@
 """Estimators and β variants through RSGRPOConfig and RSGRPOTrainer: selection, validation, metrics."""
 
+from pathlib import Path
+
 import pytest
 import torch
 from datasets import Dataset
@@ -150,3 +152,16 @@ def test_model_card_names_the_estimator(tmp_path):
     section = rs_grpo_section(args, base_model="org/base", dataset_name="math12k")
     assert "`pkpo` advantage estimator" in section and "| pass_k | 3 |" in section
     assert "| advantage_estimator | pkpo |" in section
+
+
+def test_estimators_and_beta_variants_are_selectable_on_the_command_line():
+    from rs_trl.train import parse_args
+
+    recipe = Path(__file__).resolve().parents[1] / "recipes/Qwen2.5-Math-1.5B/rs_grpo/config_deepmath103k.yaml"
+    base = ["--config", str(recipe), "--use_cpu", "true"]
+    _, args, _ = parse_args([*base, "--advantage_estimator", "pkpo", "--pass_k", "8"])
+    assert (args.advantage_estimator, args.pass_k) == ("pkpo", 8)
+    _, args, _ = parse_args([*base, "--risk_beta_schedule", "cosine", "--risk_beta_end", "0.5"])
+    assert (args.risk_beta_schedule, args.risk_beta_end) == ("cosine", 0.5)
+    _, args, _ = parse_args([*base, "--risk_beta_schedule", "adaptive", "--risk_beta_target_ess", "0.3"])
+    assert (args.risk_beta_schedule, args.risk_beta_target_ess) == ("adaptive", 0.3)
