@@ -11,8 +11,8 @@ COMMANDS = {
     ),
     "eval": ("rs_trl.evaluation", "main", "sample n completions per problem and report pass@k"),
     "compare": ("rs_trl.evaluation", "compare_main", "compare pass@k result files (table + newly solved problems)"),
-    "bandit": ("rs_trl.bandit", "main", "reproduce the paper's 100-armed bandit figure and lemmas"),
-    "dilemma": ("rs_trl.dilemma", "main", "exploration dilemma on a toy LM: GRPO vs RS-GRPO pass@k via RSGRPOTrainer"),
+    "bandit": ("rs_trl.bandit", "main", "the paper's 100-armed bandit: β sweep, estimators (--methods), lemmas"),
+    "dilemma": ("rs_trl.dilemma", "main", "toy-LM dilemma via RSGRPOTrainer: β sweep or estimators (--methods)"),
 }
 
 
