@@ -1,4 +1,4 @@
-"""Wall time of the full 7-β bandit figure (one seed, 4e5 steps each): `rs_trl.bandit` vs direct loops.
+"""Wall time of the full 7-β bandit figure (one seed, 4e5 steps each): `rs_trl.experiments.bandit` vs direct loops.
 
 Baselines, both plain numpy with a Python loop over β (as in the paper's `codes/bandit.py`):
 - per-step: one sampled action and one entropy per environment step, an update every 16 steps with a
@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from rs_trl.bandit import DEFAULT_BETAS, initial_logits, reward_landscape, run_bandit
+from rs_trl.experiments.bandit import DEFAULT_BETAS, initial_logits, reward_landscape, run_bandit
 
 FULL_STEPS, BATCH, LR = 400_000, 16, 0.1
 
@@ -97,7 +97,7 @@ def main() -> None:
     print(
         f"Full figure: {len(DEFAULT_BETAS)} betas x {FULL_STEPS:,} steps ({full_updates:,} updates of {BATCH}), one seed"
     )
-    print(f"  rs_trl.bandit (all betas vectorised, measured in full): {ours:8.2f} s")
+    print(f"  rs_trl.experiments.bandit (all betas vectorised, measured in full): {ours:8.2f} s")
     print(
         f"  per-update numpy loop over betas (timed on {args.subset_updates} updates/beta, x{scale:g} extrapolated): "
         f"{per_update:8.1f} s -> {per_update / ours:6.1f}x"

@@ -25,12 +25,12 @@ def zero_variance_groups(rewards: torch.Tensor, group_size: int) -> torch.Tensor
     return ~(highest - lowest > 0)
 
 
-def risk_sensitive_advantages(rewards: torch.Tensor, group_size: int, beta: float) -> torch.Tensor:
+def risk_sensitive_advantages(rewards: torch.Tensor, group_size: int, beta: float | torch.Tensor) -> torch.Tensor:
     """Per-sample risk-sensitive advantages for contiguous groups of `group_size` rewards.
 
-    NaN rewards (a reward function returned None) are left out of their group's statistics and
-    get advantage 0; a group whose valid rewards are all equal gets exactly 0. Negative β
-    (risk-averse) follows the same formula. Returns a tensor of `rewards`' shape and dtype.
+    `beta` is one float, or a tensor with one β per group (adaptive β). NaN rewards (a reward function returned
+    None) are left out of their group's statistics and get advantage 0; a group whose valid rewards are all equal
+    gets exactly 0. Negative β (risk-averse) follows the same formula. Returns a tensor of `rewards`' shape and dtype.
     """
     if not isinstance(rewards, torch.Tensor) or rewards.dim() != 1:
         raise ValueError(f"`rewards` must be a 1-D tensor, got shape {tuple(getattr(rewards, 'shape', ()))}.")
@@ -38,8 +38,12 @@ def risk_sensitive_advantages(rewards: torch.Tensor, group_size: int, beta: floa
         raise ValueError(f"`group_size` must be an integer >= 1, got {group_size!r}.")
     if rewards.numel() % group_size != 0:
         raise ValueError(f"`rewards` has {rewards.numel()} elements, not divisible by `group_size`={group_size}.")
-    if not math.isfinite(beta):
-        raise ValueError(f"`beta` must be a finite float, got {beta!r}.")
+    beta = torch.as_tensor(beta, dtype=torch.float64, device=rewards.device)
+    if beta.dim() > 0 and beta.numel() != rewards.numel() // group_size:
+        raise ValueError(f"`beta` must be a float or hold one value per group, got shape {tuple(beta.shape)}.")
+    if not torch.isfinite(beta).all():
+        raise ValueError(f"`beta` must be finite, got {beta.tolist()!r}.")
+    beta = beta.reshape(-1, 1)
 
     # float64 keeps β·r exact enough for |β r| up to ~1e7 (rewards 1e4, β 1e3).
     grouped = rewards.detach().to(torch.float64).view(-1, group_size)
@@ -50,9 +54,12 @@ def risk_sensitive_advantages(rewards: torch.Tensor, group_size: int, beta: floa
     # Centring first removes any common offset, so exp never sees a raw reward.
     centred = torch.where(valid, grouped - mean, torch.zeros_like(grouped))
 
-    if abs(beta) < _BETA_ZERO_TOLERANCE:
+    at_zero = beta.abs() < _BETA_ZERO_TOLERANCE
+    if at_zero.all():
         advantages = centred
     else:
+        # β = 0 rows take the exact centred limit below; a stand-in β of 1 keeps their division finite.
+        beta = torch.where(at_zero, torch.ones_like(beta), beta)
         scaled = beta * centred
         top = torch.where(valid, scaled, torch.full_like(scaled, -math.inf)).amax(dim=1, keepdim=True)
         below_top = torch.where(valid, scaled - top.nan_to_num(neginf=0.0), torch.zeros_like(scaled))
@@ -61,6 +68,7 @@ def risk_sensitive_advantages(rewards: torch.Tensor, group_size: int, beta: floa
         log_mean_exp_below_top = torch.log1p(torch.expm1(below_top).sum(dim=1, keepdim=True) / count.clamp(min=1))
         advantages = torch.expm1(below_top - log_mean_exp_below_top) / beta
         advantages = torch.where(valid, advantages, torch.zeros_like(advantages))
+        advantages = torch.where(at_zero, centred, advantages)
 
     # Exact zeros for constant groups: float round-off must not invent a learning signal.
     constant = zero_variance_groups(grouped.flatten(), group_size).unsqueeze(1)

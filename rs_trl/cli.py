@@ -15,8 +15,16 @@ COMMANDS = {
         "compare_main",
         "compare pass@k result files (intervals, paired differences, newly solved and lost problems)",
     ),
-    "bandit": ("rs_trl.bandit", "main", "reproduce the paper's 100-armed bandit figure and lemmas"),
-    "dilemma": ("rs_trl.dilemma", "main", "exploration dilemma on a toy LM: GRPO vs RS-GRPO pass@k via RSGRPOTrainer"),
+    "bandit": (
+        "rs_trl.experiments.bandit",
+        "main",
+        "the paper's 100-armed bandit: β sweep, estimators (--methods), lemmas",
+    ),
+    "dilemma": (
+        "rs_trl.experiments.dilemma",
+        "main",
+        "toy-LM dilemma via RSGRPOTrainer: β sweep or estimators (--methods)",
+    ),
 }
 
 

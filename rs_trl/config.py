@@ -5,6 +5,8 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig
 
+from .estimators import ESTIMATORS
+
 
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -49,6 +51,32 @@ class RSGRPOConfig(GRPOConfig):
         Generation steps in a row in which a reward function failed on every call, or in which no sample got a
         reward from any function, before training stops with an error naming the cause. A failure shorter than
         this is a fault: its samples are left unscored and training goes on.
+
+    > Parameters that choose the advantage estimator and vary β
+
+    advantage_estimator (`str`, *optional*, defaults to `"rs_grpo"`):
+        How each group's rewards become advantages (`rs_trl.estimators.ESTIMATORS`): `"rs_grpo"` (this paper,
+        uses `risk_beta`), `"grpo"` (r − mean, TRL's), `"pass_at_k"` (Chen et al. 2025's analytic pass@k
+        advantage, binary rewards only, uses `pass_k`) or `"pkpo"` (Walder & Karkhanis 2025's unbiased pass@k /
+        max@k gradient with their k−1 baseline, uses `pass_k`). TRL's `scale_rewards` still applies on top.
+    pass_k (`int`, *optional*, defaults to `4`):
+        The k of `"pass_at_k"` and `"pkpo"`: 1 <= k <= `num_generations` (k >= 2 for `"pkpo"`). Ignored otherwise.
+        With `"pass_at_k"`, k = `num_generations` gives every group advantage 0 (each k-subset is the whole group).
+    risk_beta_schedule (`str`, *optional*, defaults to `"constant"`):
+        How β varies over training (`"rs_grpo"` only): `"constant"` (`risk_beta`), `"linear"` or `"cosine"` (from
+        `risk_beta` at step 0 to `risk_beta_end` at `risk_beta_schedule_steps`, then held), or `"adaptive"` (per
+        group, the β at which the weights softmax(β r) keep an effective sample fraction `risk_beta_target_ess`,
+        capped at `risk_beta_max`; `risk_beta` is then unused). The β used is logged every step (`rs/beta*`).
+    risk_beta_end (`float` or `None`, *optional*, defaults to `None`):
+        Final β of a `"linear"` or `"cosine"` schedule (required for those).
+    risk_beta_schedule_steps (`int` or `None`, *optional*, defaults to `None`):
+        Optimizer steps over which a `"linear"` or `"cosine"` schedule runs; `None` = the whole run (`max_steps`).
+    risk_beta_target_ess (`float`, *optional*, defaults to `0.5`):
+        `"adaptive"`: target effective sample size of softmax(β r) as a fraction of the group's samples, in (0, 1].
+        Smaller = larger β (more risk seeking); 1 = β 0 (GRPO).
+    risk_beta_max (`float`, *optional*, defaults to `8.0`):
+        `"adaptive"`: the cap on β, used by groups that cannot reach the target below it (e.g. 12 successes in 16:
+        their effective sample fraction never falls below 0.75).
 
     > Parameters whose defaults differ from [`~trl.GRPOConfig`]
 
@@ -112,6 +140,38 @@ class RSGRPOConfig(GRPOConfig):
         metadata={"help": "Upper clipping epsilon (DAPO clip-higher). The paper uses 0.28."},
     )
 
+    advantage_estimator: str = field(
+        default="rs_grpo",
+        metadata={
+            "help": "Advantage estimator: 'rs_grpo' (risk_beta), 'grpo' (r - mean), 'pass_at_k' (Chen et al. 2025, "
+            "binary rewards, pass_k) or 'pkpo' (Walder & Karkhanis 2025, pass_k)."
+        },
+    )
+    pass_k: int = field(
+        default=4,
+        metadata={"help": "k of the 'pass_at_k' and 'pkpo' estimators, 1 <= k <= num_generations (>= 2 for pkpo)."},
+    )
+    risk_beta_schedule: str = field(
+        default="constant",
+        metadata={
+            "help": "β over training for 'rs_grpo': 'constant', 'linear' or 'cosine' (risk_beta -> risk_beta_end over "
+            "risk_beta_schedule_steps), or 'adaptive' (per group, by effective sample size; risk_beta_target_ess, "
+            "risk_beta_max)."
+        },
+    )
+    risk_beta_end: float | None = field(
+        default=None, metadata={"help": "Final β of a 'linear' or 'cosine' risk_beta_schedule."}
+    )
+    risk_beta_schedule_steps: int | None = field(
+        default=None,
+        metadata={"help": "Steps of a 'linear' or 'cosine' risk_beta_schedule (None: max_steps); β is held after."},
+    )
+    risk_beta_target_ess: float = field(
+        default=0.5,
+        metadata={"help": "'adaptive' β: target effective sample fraction of softmax(β r) per group, in (0, 1]."},
+    )
+    risk_beta_max: float = field(default=8.0, metadata={"help": "'adaptive' β: the cap on each group's β."})
+
     def __post_init__(self):
         if not _is_number(self.risk_beta) or not math.isfinite(self.risk_beta):
             raise ValueError(f"risk_beta must be a finite float, got {self.risk_beta!r}.")
@@ -132,9 +192,12 @@ class RSGRPOConfig(GRPOConfig):
         if not (_is_number(patience) and float(patience).is_integer() and patience >= 1):
             raise ValueError(f"reward_failure_patience must be an integer >= 1, got {patience!r}.")
         self.reward_failure_patience = int(patience)
+        self._validate_estimator()
         super().__post_init__()
         if self.scale_rewards not in ("none", "group", "batch"):
             raise ValueError(f"scale_rewards must be one of 'none', 'group', 'batch', got {self.scale_rewards!r}.")
+        if self.advantage_estimator in ("pass_at_k", "pkpo") and self.pass_k > self.num_generations:
+            raise ValueError(f"pass_k ({self.pass_k}) must be <= num_generations ({self.num_generations}).")
         local_generation_batch = self.per_device_train_batch_size * self.steps_per_generation
         if self.dynamic_sampling and local_generation_batch % self.num_generations != 0:
             # Groups are filtered per process, so no group may straddle two processes.
@@ -144,3 +207,38 @@ class RSGRPOConfig(GRPOConfig):
                 f"{local_generation_batch} must be a multiple of num_generations ({self.num_generations}). "
                 "Change those values or set dynamic_sampling=False."
             )
+
+    def _validate_estimator(self):
+        if self.advantage_estimator not in ESTIMATORS:
+            raise ValueError(
+                f"advantage_estimator must be one of {', '.join(map(repr, ESTIMATORS))}, got {self.advantage_estimator!r}."
+            )
+        smallest_k = 2 if self.advantage_estimator == "pkpo" else 1  # pkpo's k−1 baseline is empty at k = 1
+        if not (_is_number(self.pass_k) and float(self.pass_k).is_integer() and self.pass_k >= smallest_k):
+            raise ValueError(f"pass_k must be an integer >= {smallest_k}, got {self.pass_k!r}.")
+        self.pass_k = int(self.pass_k)
+        schedules = ("constant", "linear", "cosine", "adaptive")
+        if self.risk_beta_schedule not in schedules:
+            raise ValueError(
+                f"risk_beta_schedule must be one of {', '.join(map(repr, schedules))}, got {self.risk_beta_schedule!r}."
+            )
+        if self.risk_beta_schedule != "constant" and self.advantage_estimator != "rs_grpo":
+            raise ValueError(
+                f"risk_beta_schedule={self.risk_beta_schedule!r} varies the β of advantage_estimator='rs_grpo'; "
+                f"it has no effect on {self.advantage_estimator!r}. Set risk_beta_schedule='constant'."
+            )
+        if self.risk_beta_schedule in ("linear", "cosine"):
+            end = self.risk_beta_end
+            if not (_is_number(end) and math.isfinite(end)):
+                raise ValueError(
+                    f"risk_beta_end must be a finite float for a {self.risk_beta_schedule} schedule, got {end!r}."
+                )
+        steps = self.risk_beta_schedule_steps
+        if steps is not None and not (_is_number(steps) and float(steps).is_integer() and steps >= 1):
+            raise ValueError(f"risk_beta_schedule_steps must be an integer >= 1 or None, got {steps!r}.")
+        target = self.risk_beta_target_ess
+        if not (_is_number(target) and 0 < target <= 1):
+            raise ValueError(f"risk_beta_target_ess must be a fraction in (0, 1], got {target!r}.")
+        cap = self.risk_beta_max
+        if not (_is_number(cap) and math.isfinite(cap) and cap > 0):
+            raise ValueError(f"risk_beta_max must be a finite float > 0, got {cap!r}.")

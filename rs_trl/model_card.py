@@ -31,7 +31,14 @@ PAPER = {
 
 def rs_grpo_section(args: RSGRPOConfig, base_model: str | None, dataset_name: str | None) -> str:
     """Markdown section stating the method, risk_beta, base model, dataset and the update's settings."""
-    if args.risk_beta == 0:
+    if args.advantage_estimator != "rs_grpo":
+        meaning = (
+            f"This run used the `{args.advantage_estimator}` advantage estimator (see `rs_trl.estimators`) in place of "
+            "the risk-sensitive advantage, so risk_beta below was unused."
+        )
+    elif args.risk_beta_schedule != "constant":
+        meaning = f"β followed the `{args.risk_beta_schedule}` schedule (`rs/beta*` in the training logs)."
+    elif args.risk_beta == 0:
         meaning = "β = 0 is standard GRPO (mean reward; std scaling only if `scale_rewards` asks)."
     else:
         meaning = (
@@ -41,7 +48,9 @@ def rs_grpo_section(args: RSGRPOConfig, base_model: str | None, dataset_name: st
     epsilon_high = args.epsilon if args.epsilon_high is None else args.epsilon_high  # TRL's fallback
     rows = [
         ("method", "RS-GRPO (Risk-Sensitive GRPO)"),
+        ("advantage_estimator", args.advantage_estimator),
         ("risk_beta", f"{args.risk_beta:g}"),
+        ("risk_beta_schedule", args.risk_beta_schedule),
         ("base model", base_model or "unknown"),
         ("dataset", dataset_name or "not recorded"),
         ("num_generations (group size)", args.num_generations),
@@ -56,6 +65,8 @@ def rs_grpo_section(args: RSGRPOConfig, base_model: str | None, dataset_name: st
         ("dynamic_sampling_max_rounds", args.dynamic_sampling_max_rounds),
         ("dynamic_sampling_on_exhaustion", args.dynamic_sampling_on_exhaustion),
     ]
+    if args.advantage_estimator in ("pass_at_k", "pkpo"):
+        rows.insert(1, ("pass_k", args.pass_k))
     table = "\n".join(f"| {name} | {value} |" for name, value in rows)
     return (
         f"{SECTION_TITLE}\n\n"

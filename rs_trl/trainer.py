@@ -20,10 +20,11 @@ from trl import GRPOTrainer
 from trl.trainer.grpo_trainer import EnvironmentFactory, RewardFunc, RolloutFunc
 from trl.trainer.utils import get_config_model_id, is_async_callable, nanstd
 
-from .advantages import risk_sensitive_advantages, zero_variance_groups
+from .advantages import zero_variance_groups
 from .checkpoints import check_resumable, last_complete_checkpoint
 from .config import RSGRPOConfig
 from .dynamic_sampling import DynamicSampler, RefillSampler, StreamRefill
+from .estimators import estimator_params, group_advantages, unbiased_pass_at_k
 from .model_card import PAPER, add_rs_grpo_section, is_hub_id, name_local_base_model
 from .reward_guard import TALLY_FIELDS, RewardHealth, guard_reward_function, required_columns
 
@@ -435,8 +436,12 @@ class RSGRPOTrainer(GRPOTrainer):
         return rewards
 
     def _advantages(self, rewards: torch.Tensor, group_size: int) -> torch.Tensor:
-        """Risk-sensitive advantage in place of GRPO's `r - mean`, then the std scaling TRL would apply."""
-        advantages = risk_sensitive_advantages(rewards, group_size, self.args.risk_beta)
+        """The configured estimator's advantage in place of GRPO's `r - mean`, then the std scaling TRL would apply.
+        The only place that calls the estimator registry; the β it used is kept for `_log_risk_metrics`."""
+        args = self.args
+        params = estimator_params(args, rewards.view(-1, group_size), self.state.global_step, self.state.max_steps)
+        self._risk_beta_used = params.get("beta")
+        advantages = group_advantages(rewards, group_size, args.advantage_estimator, **params)
         if self.multi_objective_aggregation == "normalize_then_sum":  # TRL always scales this one by the batch std
             std = nanstd(rewards) if rewards.numel() > 1 else torch.zeros_like(rewards)
             advantages = advantages / (std + 1e-4)
@@ -469,7 +474,22 @@ class RSGRPOTrainer(GRPOTrainer):
             "rs/frac_zero_variance_groups": zero_variance_groups(rewards, group_size).float().mean(),
             "rs/advantage/max": advantages.max(),
             "rs/advantage/min": advantages.min(),
+            # Free pass@k from the training groups themselves: the unbiased estimator on each group's solved count.
+            "rs/pass@1": unbiased_pass_at_k(solved.sum(1), valid.sum(1), 1).nanmean(),
+            f"rs/pass@{group_size}": unbiased_pass_at_k(solved.sum(1), valid.sum(1), group_size).nanmean(),
         }
+        beta = getattr(self, "_risk_beta_used", None)
+        if isinstance(beta, torch.Tensor):  # adaptive: its distribution over the groups that carry a signal
+            informative = beta[~zero_variance_groups(rewards, group_size)]
+            if informative.numel():
+                values |= {
+                    "rs/beta/mean": informative.mean(),
+                    "rs/beta/min": informative.min(),
+                    "rs/beta/median": informative.median(),
+                    "rs/beta/max": informative.max(),
+                }
+        elif beta is not None:
+            values["rs/beta"] = torch.tensor(beta, device=advantages.device)
         # One device-to-host copy for all of them.
         for name, value in zip(values, torch.stack([v.float() for v in values.values()]).tolist()):
             self._metrics[mode][name].append(value)

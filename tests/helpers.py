@@ -38,3 +38,17 @@ def reference(rewards, group_size, beta):
         mean_exp = sum(math.exp(beta * r - shift) for r in valid) / len(valid)
         out += [0.0 if math.isnan(r) else (math.exp(beta * r - shift) / mean_exp - 1) / beta for r in group]
     return torch.tensor(out, dtype=torch.float64)
+
+
+def score_like_trl(trainers, num_generations: int, n_prompts: int = 2) -> list[dict]:
+    """One generation batch through each trainer's `_generate_and_score_completions` from the same seed; the
+    completions must come out identical (and carry a signal), so the advantages are comparable."""
+    batch = [{"prompt": f"Compute {i} + 7."} for i in range(n_prompts) for _ in range(num_generations)]
+    outputs = []
+    for trainer in trainers:
+        trainer.model.train()
+        torch.manual_seed(0)
+        outputs.append(trainer._generate_and_score_completions(batch))
+    assert torch.equal(outputs[0]["completion_ids"], outputs[1]["completion_ids"])
+    assert outputs[0]["advantages"].abs().sum() > 0
+    return outputs

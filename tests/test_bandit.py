@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from rs_trl import bandit
 from rs_trl.advantages import risk_sensitive_advantages
+from rs_trl.experiments import bandit
 
 
 def test_landscape_and_initial_policy_match_the_paper():
@@ -164,3 +164,29 @@ def test_cli_module_dispatch(tmp_path):
         == 0
     )
     assert (tmp_path / "bandit.json").exists()
+
+
+def test_methods_reproduce_the_beta_runs_and_run_every_estimator():
+    betas = bandit.run_bandit(steps=16 * 600, betas=[4.0, 0.0], seeds=2, progress=False)
+    methods = bandit.run_methods(
+        ["rs_grpo:4", "grpo", "pass_at_k:4", "pkpo:4", "rs_grpo:adaptive", "rs_grpo:cosine:8:2"],
+        steps=16 * 600,
+        seeds=2,
+        progress=False,
+    )
+    # Same draws, same advantage: RS-GRPO at β 4 and GRPO are the β runs exactly.
+    assert torch.equal(methods["rewards"][:2], betas["rewards"])
+    assert methods["rewards"].shape == (6, 2, 16 * 600)
+    assert torch.isfinite(methods["final_policy"]).all()
+    # The others learn something different from GRPO on the same draws.
+    assert all(not torch.equal(methods["final_policy"][m], methods["final_policy"][1]) for m in range(2, 6))
+
+
+def test_cli_methods_write_their_own_json_and_png(tmp_path):
+    argv = ["--out", str(tmp_path), "--steps", "1600", "--seeds", "1", "--methods", "grpo", "pkpo:4"]
+    assert bandit.main(argv) == 0
+    data = json.loads((tmp_path / "bandit_methods.json").read_text())
+    assert data["config"]["methods"] == ["grpo", "pkpo:4"] and set(data["results"]) == {"grpo", "pkpo:4"}
+    assert (tmp_path / "bandit_methods.png").stat().st_size > 10_000
+    with pytest.raises(ValueError, match="not one of"):
+        bandit.main(["--out", str(tmp_path), "--steps", "160", "--methods", "pkpo"])

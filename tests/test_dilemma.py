@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from rs_trl import dilemma
+from rs_trl.experiments import dilemma
 
 
 def test_task_answers_are_distinct_two_digit_numbers():
@@ -32,6 +32,7 @@ def test_answer_reward_mirrors_the_bandit_peaks():
         ),
         ({"ks": [128]}, "ks"),
         ({"num_prompts": 51}, "num_prompts"),
+        ({"methods": ["pkpo"]}, "methods"),
     ],
 )
 def test_bad_settings_raise_value_error_naming_the_field(changes, field):
@@ -60,6 +61,19 @@ def test_cli_shortened_run_writes_json_and_png(tmp_path):
     for metrics in results["summary"].values():
         assert 0 <= metrics["pass@1"] <= metrics["pass@16"] <= 1
     assert (tmp_path / "dilemma.png").stat().st_size > 10_000
+
+
+def test_correct_reward_is_binary_correctness():
+    assert dilemma.correct_reward([" 42 ", "17", ""], correct=["42"] * 3) == [1.0, 0.0, 0.0]
+
+
+def test_cli_methods_run_writes_its_own_json(tmp_path):
+    argv = ["--out", str(tmp_path), "--seeds", "1", "--methods", "grpo", "pass_at_k:2", "--steps", "2"]
+    assert dilemma.main(argv + ["--prompts", "2", "--sft-steps", "3", "--eval-samples", "16"]) == 0
+    results = json.loads((tmp_path / "dilemma_methods.json").read_text())
+    assert set(results["summary"]) == {"before", "grpo", "pass_at_k:2"}
+    assert results["config"]["methods"] == ["grpo", "pass_at_k:2"]
+    assert (tmp_path / "dilemma_methods.png").stat().st_size > 10_000
 
 
 @pytest.mark.slow

@@ -29,6 +29,12 @@ PAPER_RUNS = {
 }
 # What may differ between a paper run's rs_grpo and grpo recipes.
 PAIR_DIFFERENCES = {"risk_beta", "output_dir", "hub_model_id"}
+# The paper's pass@k baseline rows we have recipes for (Mahdavi et al. has none: its form is not established).
+BASELINES = {
+    ("Qwen2.5-Math-1.5B", "pass_at_k"),
+    ("Qwen2.5-Math-1.5B", "pkpo"),
+    ("Qwen2.5-Math-7B", "pass_at_k"),
+}
 
 
 def _load(path: Path) -> dict:
@@ -65,10 +71,28 @@ def test_paper_pair_differs_only_in_risk_beta(model, dataset):
     assert rs["dynamic_sampling"] is True and rs["use_vllm"] is True
 
 
+@pytest.mark.parametrize("model,method", sorted(BASELINES))
+def test_baseline_recipe_differs_from_rs_grpo_only_in_the_estimator(model, method):
+    baseline = _load(RECIPES / model / method / "config_deepmath103k.yaml")
+    rs = _load(RECIPES / model / "rs_grpo" / "config_deepmath103k.yaml")
+    assert baseline["advantage_estimator"] == method and baseline["pass_k"] == 4
+    differing = {k for k in rs.keys() | baseline.keys() if rs.get(k) != baseline.get(k)}
+    assert differing == {"advantage_estimator", "pass_k", "output_dir", "hub_model_id"}
+
+
+def test_every_rs_grpo_recipe_has_a_grpo_twin():
+    for path in TRAIN_RECIPES:
+        if path.parent.name == "rs_grpo":
+            twin = _load(path.parents[1] / "grpo" / path.name)
+            rs = _load(path)
+            assert twin["risk_beta"] == 0.0 and rs["risk_beta"] == 2.0
+            assert {k for k in rs.keys() | twin.keys() if rs.get(k) != twin.get(k)} == PAIR_DIFFERENCES
+
+
 def test_lora_recipe_builds_a_peft_config():
     from trl import get_peft_config
 
-    (path,) = [p for p in TRAIN_RECIPES if "lora" in p.stem]
+    (path,) = [p for p in TRAIN_RECIPES if "lora" in p.stem and p.parent.name == "rs_grpo"]
     _, _, model_args = parse_args(["--config", str(path), "--use_cpu", "true"])
     peft_config = get_peft_config(model_args)
     assert peft_config is not None and peft_config.r == 32 and peft_config.target_modules == "all-linear"

@@ -7,7 +7,7 @@ from transformers import AutoModelForCausalLM
 from trl import GRPOConfig, GRPOTrainer
 
 from rs_trl import RSGRPOTrainer, risk_sensitive_advantages
-from tests.helpers import cpu_args, grpo_config_like
+from tests.helpers import cpu_args, grpo_config_like, score_like_trl
 
 
 def digit_reward(completions, **kwargs):
@@ -23,10 +23,6 @@ def prompts_dataset(n=16):
     return Dataset.from_dict({"prompt": [f"What is {i} + {i + 1}?" for i in range(n)]})
 
 
-def generation_batch(num_generations, n_prompts=2):
-    return [{"prompt": f"Compute {i} + 7."} for i in range(n_prompts) for _ in range(num_generations)]
-
-
 @pytest.mark.parametrize("scale_rewards", ["none", "group", "batch"])
 def test_risk_beta_zero_is_trl_grpo(tiny_model_dir, tmp_path, scale_rewards):
     rs_args = cpu_args(
@@ -38,13 +34,7 @@ def test_risk_beta_zero_is_trl_grpo(tiny_model_dir, tmp_path, scale_rewards):
         cls(model=tiny_model_dir, reward_funcs=reward_funcs, args=args, train_dataset=prompts_dataset())
         for cls, args in ((GRPOTrainer, trl_args), (RSGRPOTrainer, rs_args))
     ]
-    outputs = []
-    for trainer in trainers:
-        trainer.model.train()
-        torch.manual_seed(0)
-        outputs.append(trainer._generate_and_score_completions(generation_batch(rs_args.num_generations)))
-    assert torch.equal(outputs[0]["completion_ids"], outputs[1]["completion_ids"])
-    assert outputs[0]["advantages"].abs().sum() > 0
+    outputs = score_like_trl(trainers, rs_args.num_generations)
     torch.testing.assert_close(outputs[1]["advantages"], outputs[0]["advantages"])
     torch.testing.assert_close(
         torch.tensor(list(trainers[1]._logs["advantages"])), torch.tensor(list(trainers[0]._logs["advantages"]))

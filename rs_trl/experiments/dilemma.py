@@ -19,14 +19,21 @@ import tempfile
 import time
 import warnings
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from datasets import Dataset
 from tqdm.auto import tqdm
+from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
+from transformers.utils import logging as hf_logging
 
-from .evaluation import pass_at_k
-from .tiny import build_tiny_model
+from ..estimators import parse_method
+from ..evaluation import pass_at_k
+from ..plots import pyplot
+from ..tiny import build_tiny_model, cpu_training_args
+from ..trainer import RSGRPOTrainer
+from ._common import beta_key
 
 CORRECT_REWARD, DISTRACTOR_REWARD, OTHER_REWARD = (
     1.0,
@@ -41,6 +48,9 @@ class DilemmaSettings:
 
     seeds: int = 5
     betas: list[float] = field(default_factory=lambda: [0.0, 2.0, 4.0, 8.0])
+    # Method specs (`rs_trl.estimators.parse_method`: "grpo", "pkpo:4", "rs_grpo:adaptive", ...); when given,
+    # they replace `betas`. Binary-only estimators (pass_at_k) are trained on 1 = correct, 0 = anything else.
+    methods: list[str] = field(default_factory=list)
     num_prompts: int = 4
     rl_steps: int = 100
     num_generations: int = 16
@@ -70,6 +80,11 @@ class DilemmaSettings:
             raise ValueError(f"`num_generations` must be >= 2, got {self.num_generations}.")
         if not self.betas or not all(math.isfinite(b) for b in self.betas):
             raise ValueError(f"`betas` must be a non-empty list of finite floats, got {self.betas!r}.")
+        for spec in self.methods:
+            try:
+                parse_method(spec)
+            except ValueError as error:
+                raise ValueError(f"`methods`: {error}") from None
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
             raise ValueError(f"`learning_rate` must be a finite float > 0, got {self.learning_rate!r}.")
         shares = (self.sft_distractor_share, self.sft_correct_share)
@@ -96,6 +111,11 @@ def make_task(num_prompts: int, seed: int = 0) -> list[dict[str, str]]:
     ]
 
 
+def correct_reward(completions: list[str], correct: list[str], **kwargs) -> list[float]:
+    """TRL reward function for binary-only estimators: 1.0 for the correct answer, 0.0 for anything else."""
+    return [float(completion.strip() == right) for completion, right in zip(completions, correct)]
+
+
 def answer_reward(completions: list[str], correct: list[str], distractor: list[str], **kwargs) -> list[float]:
     """TRL reward function: 1.0 for the correct answer, 0.6 for the distractor, 0.1 for anything else."""
     rewards = []
@@ -106,7 +126,6 @@ def answer_reward(completions: list[str], correct: list[str], distractor: list[s
 
 
 def _load_tiny_model(seed: int):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     with tempfile.TemporaryDirectory() as directory:
         build_tiny_model(directory, seed=seed)
@@ -183,46 +202,34 @@ def train_rl(
     model,
     tokenizer,
     task: list[dict[str, str]],
-    risk_beta: float,
+    method: dict,
     settings: DilemmaSettings,
     seed: int,
     output_dir: str,
 ):
-    """Train `model` in place with `RSGRPOTrainer` (risk_beta=0 is exactly GRPO)."""
-    from datasets import Dataset
-    from transformers import PrinterCallback
-
-    from .config import RSGRPOConfig
-    from .trainer import RSGRPOTrainer
-
+    """Train `model` in place with `RSGRPOTrainer` configured by `method` (RSGRPOConfig fields: `risk_beta`, or
+    `advantage_estimator` and its parameters; risk_beta=0 is exactly GRPO)."""
     rows = settings.rl_steps * settings.prompts_per_step
     dataset = Dataset.from_list([task[i % len(task)] for i in range(rows)])
-    options = {
-        "output_dir": output_dir,
-        "risk_beta": risk_beta,
-        "num_generations": settings.num_generations,
-        "per_device_train_batch_size": settings.num_generations * settings.prompts_per_step,
-        "max_completion_length": 4,
-        "max_steps": settings.rl_steps,
-        "learning_rate": settings.learning_rate,
-        "lr_scheduler_type": "constant",
-        "warmup_steps": 0,
-        "temperature": 1.0,
-        "seed": seed,
-        "use_cpu": True,
-        "bf16": False,
-        "gradient_checkpointing": False,
-        "report_to": "none",
-        "save_strategy": "no",
-        "logging_steps": 10**6,
-        "disable_tqdm": True,
-    }
-    if "dynamic_sampling" in {f.name for f in fields(RSGRPOConfig)}:
-        options["dynamic_sampling"] = False  # one plain batch per step, identical for both methods
+    args = cpu_training_args(
+        output_dir,
+        **method,
+        num_generations=settings.num_generations,
+        per_device_train_batch_size=settings.num_generations * settings.prompts_per_step,
+        max_completion_length=4,
+        max_steps=settings.rl_steps,
+        learning_rate=settings.learning_rate,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        temperature=1.0,
+        seed=seed,
+        logging_steps=10**6,
+        dynamic_sampling=False,  # one plain batch per step, identical for every method
+    )
     trainer = RSGRPOTrainer(
         model=model,
-        reward_funcs=answer_reward,
-        args=RSGRPOConfig(**options),
+        reward_funcs=correct_reward if method.get("advantage_estimator") == "pass_at_k" else answer_reward,
+        args=args,
         train_dataset=dataset,
         processing_class=tokenizer,
     )
@@ -235,8 +242,6 @@ def train_rl(
 def _quiet_single_thread():
     """One torch thread (the model is tiny: 2 threads ran 10x slower on a loaded 2-core machine) and no
     transformers progress bars or warnings; everything restored on exit."""
-    from transformers.utils import logging as hf_logging
-
     threads, verbosity, bars = (
         torch.get_num_threads(),
         hf_logging.get_verbosity(),
@@ -261,7 +266,7 @@ def run_dilemma(settings: DilemmaSettings, progress: bool = True) -> dict:
     settings.validate()
     per_seed = []
     bar = tqdm(
-        total=settings.seeds * (1 + len(settings.betas)),
+        total=settings.seeds * (1 + len(_runs(settings))),
         desc="dilemma runs",
         disable=not progress,
     )
@@ -278,18 +283,18 @@ def run_dilemma(settings: DilemmaSettings, progress: bool = True) -> dict:
                 "after": {},
             }
             bar.update()
-            for beta in settings.betas:
+            for key, method in _runs(settings).items():
                 with tempfile.TemporaryDirectory() as output_dir:
                     trained = train_rl(
                         copy.deepcopy(model),
                         tokenizer,
                         task,
-                        beta,
+                        method,
                         settings,
                         seed,
                         output_dir,
                     )
-                record["after"][_beta_key(beta)] = evaluate(trained, tokenizer, task, settings, seed)
+                record["after"][key] = evaluate(trained, tokenizer, task, settings, seed)
                 bar.update()
             per_seed.append(record)
     return {
@@ -299,15 +304,19 @@ def run_dilemma(settings: DilemmaSettings, progress: bool = True) -> dict:
     }
 
 
-def _beta_key(beta: float) -> str:
-    return str(int(beta)) if float(beta).is_integer() else str(beta)
+def _runs(settings: DilemmaSettings) -> dict[str, dict]:
+    """Each trained variant: its key in the results, and the RSGRPOConfig fields that define it."""
+    if settings.methods:
+        return {spec: {k: v for k, v in vars(parse_method(spec)).items() if k != "label"} for spec in settings.methods}
+    return {beta_key(beta): {"risk_beta": beta} for beta in settings.betas}
 
 
 def _summarize(per_seed: list[dict], settings: DilemmaSettings) -> dict:
     """Mean over seeds of every metric, before training and after training with each β."""
     summary = {"before": _mean([record["before"] for record in per_seed])}
-    for beta in settings.betas:
-        summary[f"beta={_beta_key(beta)}"] = _mean([record["after"][_beta_key(beta)] for record in per_seed])
+    for key in _runs(settings):
+        name = key if settings.methods else f"beta={key}"
+        summary[name] = _mean([record["after"][key] for record in per_seed])
     return summary
 
 
@@ -317,10 +326,7 @@ def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
 
 def plot(results: dict, path: Path) -> None:
     """pass@k curves (mean over seeds) before training and after each β, plus per-seed pass@1 / pass@max-k."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     ks = results["config"]["ks"]
     fig, (ax_curve, ax_seeds) = plt.subplots(1, 2, figsize=(12, 4.5))
@@ -329,7 +335,11 @@ def plot(results: dict, path: Path) -> None:
         label = (
             "before RL (warm start)"
             if name == "before"
-            else ("GRPO (β=0)" if name == "beta=0" else f"RS-GRPO ({name.replace('beta', 'β')})")
+            else "GRPO (β=0)"
+            if name == "beta=0"
+            else f"RS-GRPO ({name.replace('beta', 'β')})"
+            if name.startswith("beta=")
+            else name
         )
         ax_curve.plot(ks, [metrics[f"pass@{k}"] for k in ks], marker="o", label=label, **style)
     ax_curve.set(
@@ -350,7 +360,10 @@ def plot(results: dict, path: Path) -> None:
                 color="tab:blue" if offset < 0 else "tab:orange",
                 label=metric if i == 0 else None,
             )
-    ax_seeds.set_xticks(range(len(names)), ["before"] + [f"β={n}" for n in names[1:]])
+    methods = bool(results["config"].get("methods"))
+    ax_seeds.set_xticks(
+        range(len(names)), ["before"] + [n if methods else f"β={n}" for n in names[1:]], rotation=30 if methods else 0
+    )
     ax_seeds.set(ylabel="per seed", title=f"pass@1 and pass@{ks[-1]} per seed")
     ax_seeds.legend()
     steps = results["config"]["rl_steps"]
@@ -377,6 +390,12 @@ def _parser() -> argparse.ArgumentParser:
         default=defaults.betas,
         help="risk_beta values (0 = GRPO)",
     )
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=[],
+        help="advantage estimators instead of --betas, e.g. grpo rs_grpo:2 rs_grpo:adaptive pass_at_k:4 pkpo:4",
+    )
     parser.add_argument("--steps", type=int, default=defaults.rl_steps, help="RL steps per run")
     parser.add_argument("--prompts", type=int, default=defaults.num_prompts, help="number of prompts")
     parser.add_argument("--lr", type=float, default=defaults.learning_rate, help="RL learning rate")
@@ -400,6 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = DilemmaSettings(
         seeds=args.seeds,
         betas=args.betas,
+        methods=args.methods,
         rl_steps=args.steps,
         num_prompts=args.prompts,
         learning_rate=args.lr,
@@ -411,15 +431,16 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     results = run_dilemma(settings)
     results["wall_time_s"] = round(time.perf_counter() - started, 1)
-    (args.out / "dilemma.json").write_text(json.dumps(results, indent=2) + "\n")
-    plot(results, args.out / "dilemma.png")
+    stem = "dilemma_methods" if settings.methods else "dilemma"
+    (args.out / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
+    plot(results, args.out / f"{stem}.png")
     ks = settings.ks
-    print(f"{'':<12}" + "".join(f"{'pass@' + str(k):>10}" for k in ks) + f"{'distractor':>12}")
+    print(f"{'':<20}" + "".join(f"{'pass@' + str(k):>10}" for k in ks) + f"{'distractor':>12}")
     for name, metrics in results["summary"].items():
         print(
-            f"{name:<12}"
+            f"{name:<20}"
             + "".join(f"{metrics[f'pass@{k}']:>10.3f}" for k in ks)
             + f"{metrics['distractor_rate']:>12.3f}"
         )
-    print(f"{settings.seeds} seeds in {results['wall_time_s']} s -> {args.out}/dilemma.json, dilemma.png")
+    print(f"{settings.seeds} seeds in {results['wall_time_s']} s -> {args.out}/{stem}.json, {stem}.png")
     return 0

@@ -16,7 +16,12 @@ import time
 from pathlib import Path
 
 import torch
+from matplotlib.ticker import FuncFormatter
 from tqdm.auto import tqdm
+
+from ..estimators import estimator_params, group_advantages, parse_method
+from ..plots import pyplot
+from ._common import beta_key
 
 N_ARMS = 100
 GLOBAL_ARM, LOCAL_ARM = 40, 75
@@ -24,6 +29,7 @@ DEFAULT_BETAS = (0.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
 MOVING_AVERAGE_WINDOW = 1000  # environment steps, as in the paper's plot
 FINAL_WINDOW = 10_000  # environment steps averaged for `final_reward`
 ESCAPE_THRESHOLD = 0.9  # moving-average reward that only the global peak can reach (local peak pays 0.6)
+_CHUNK = 500  # uniforms are drawn per chunk of updates: one RNG call instead of hundreds
 
 
 def reward_landscape(n_arms: int = N_ARMS) -> torch.Tensor:
@@ -105,9 +111,15 @@ def run_bandit(
         _update_loop(theta, landscape, beta_tensor, lr, actions_log, entropy_log, generator, progress)
     finally:
         torch.set_num_threads(threads)
+    return _run_logs(landscape, actions_log, entropy_log, theta)
+
+
+def _run_logs(landscape, actions_log, entropy_log, theta) -> dict[str, torch.Tensor]:
+    """Per run (β or method) and seed: the reward of every sampled action, entropy per update, final policy."""
+    updates, runs, seeds, batch_size = actions_log.shape
     rewards = landscape.to(torch.float32)[actions_log]
     return {
-        "rewards": rewards.permute(1, 2, 0, 3).reshape(len(betas), seeds, steps),
+        "rewards": rewards.permute(1, 2, 0, 3).reshape(runs, seeds, updates * batch_size),
         "entropy": entropy_log.to(torch.float32).permute(1, 2, 0),
         "final_policy": torch.softmax(theta, dim=-1),
     }
@@ -122,10 +134,9 @@ def _update_loop(theta, landscape, beta_tensor, lr, actions_log, entropy_log, ge
     is_zero = (beta_tensor == 0).view(-1, 1, 1)
     safe_beta = torch.where(is_zero, torch.ones_like(beta_tensor.view(-1, 1, 1)), beta_tensor.view(-1, 1, 1))
     step_size = lr / batch_size
-    chunk = 500  # uniforms are drawn per chunk of updates: one RNG call instead of hundreds
     with torch.inference_mode(), tqdm(total=updates, desc="bandit updates", disable=not progress) as bar:
-        for start in range(0, updates, chunk):
-            stop = min(start + chunk, updates)
+        for start in range(0, updates, _CHUNK):
+            stop = min(start + _CHUNK, updates)
             # Same draws for every β (common random numbers). Scaling into [0, 1 − 1e-9) keeps inverse-CDF
             # sampling inside the arms even when float round-off leaves cdf[-1] slightly below 1.
             uniforms = torch.rand(stop - start, 1, seeds, batch_size, generator=generator, dtype=torch.float64)
@@ -141,6 +152,66 @@ def _update_loop(theta, landscape, beta_tensor, lr, actions_log, entropy_log, ge
             bar.update(stop - start)
 
 
+BINARY_THRESHOLD = 0.9  # binary-only estimators see 1 for the arms whose reward reaches it (the global peak's 38-42)
+
+
+def run_methods(
+    methods: list[str],
+    steps: int = 400_000,
+    seeds: int = 5,
+    batch_size: int = 16,
+    lr: float = 0.1,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, torch.Tensor]:
+    """`run_bandit` with any advantage estimator of `rs_trl.estimators` in place of the β sweep: one run per
+    method spec (`rs_trl.estimators.parse_method`, e.g. `pkpo:4`, `rs_grpo:adaptive`) and seed, same returns with
+    methods as the first dim, and the same draws for every method (common random numbers).
+
+    Estimators that need 0/1 rewards (`pass_at_k`) learn from r >= 0.9 (the global peak only); the logged reward is
+    the landscape's for every method. The update is the general mean_i A_i (onehot(a_i) − π), since estimators
+    such as PKPO do not centre their advantages. Schedules run over the whole run.
+    """
+
+    options = [parse_method(m) for m in methods]
+    _validate(steps, [0.0], seeds, batch_size, lr)
+    updates = steps // batch_size
+    landscape = reward_landscape()
+    theta = initial_logits().expand(len(options), seeds, N_ARMS).clone()
+    actions_log = torch.empty(updates, len(options), seeds, batch_size, dtype=torch.int64)
+    entropy_log = torch.empty(updates, len(options), seeds, dtype=torch.float64)
+    generator = torch.Generator().manual_seed(seed)
+    step_size = lr / batch_size
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors, as in `run_bandit`
+    try:
+        with torch.inference_mode(), tqdm(total=updates, desc="bandit updates", disable=not progress) as bar:
+            for u in range(updates):
+                if u % _CHUNK == 0:  # drawn exactly as `run_bandit` draws them, so a method equals its β run
+                    chunk = min(_CHUNK, updates - u)
+                    uniforms = torch.rand(chunk, 1, seeds, batch_size, generator=generator, dtype=torch.float64)
+                    uniforms = (uniforms * (1 - 1e-9)).expand(-1, len(options), -1, -1).contiguous()
+                probs = torch.softmax(theta, dim=-1)
+                entropy_log[u] = torch.special.entr(probs).sum(-1)
+                actions = torch.searchsorted(probs.cumsum(-1), uniforms[u % _CHUNK])
+                actions_log[u] = actions
+                weights = torch.empty(actions.shape, dtype=torch.float64)
+                for m, option in enumerate(options):
+                    rewards = landscape[actions[m]]
+                    if option.advantage_estimator == "pass_at_k":
+                        rewards = (rewards >= BINARY_THRESHOLD).to(torch.float64)
+                    params = estimator_params(option, rewards, u, updates)
+                    weights[m] = group_advantages(
+                        rewards.flatten(), batch_size, option.advantage_estimator, **params
+                    ).view_as(rewards)
+                theta.scatter_add_(-1, actions, weights * step_size)
+                theta -= step_size * probs * weights.sum(-1, keepdim=True)
+                bar.update()
+    finally:
+        torch.set_num_threads(threads)
+    return _run_logs(landscape, actions_log, entropy_log, theta)
+
+
 def moving_average(rewards: torch.Tensor, window: int = MOVING_AVERAGE_WINDOW) -> torch.Tensor:
     """Trailing mean over `window` steps along the last dim; entry i covers steps i+1 .. i+window."""
     window = min(window, rewards.shape[-1])
@@ -148,9 +219,9 @@ def moving_average(rewards: torch.Tensor, window: int = MOVING_AVERAGE_WINDOW) -
     return (cumulative[..., window:] - cumulative[..., :-window]) / window
 
 
-def summarize(rewards: torch.Tensor, betas: list[float]) -> dict[str, dict[str, list]]:
-    """Per β: `final_reward` (mean of the last 10k steps) and `escape_step` (first step whose trailing
-    1000-step mean exceeds 0.9, or None) for each seed."""
+def summarize(rewards: torch.Tensor, betas: list[float | str]) -> dict[str, dict[str, list]]:
+    """Per β (or method label): `final_reward` (mean of the last 10k steps) and `escape_step` (first step whose
+    trailing 1000-step mean exceeds 0.9, or None) for each seed."""
     final = rewards[..., -min(FINAL_WINDOW, rewards.shape[-1]) :].to(torch.float64).mean(-1)
     averaged = moving_average(rewards)
     window = rewards.shape[-1] - averaged.shape[-1] + 1
@@ -158,7 +229,7 @@ def summarize(rewards: torch.Tensor, betas: list[float]) -> dict[str, dict[str, 
     first = escaped.to(torch.int8).argmax(-1)
     results = {}
     for i, beta in enumerate(betas):
-        results[_beta_key(beta)] = {
+        results[beta if isinstance(beta, str) else beta_key(beta)] = {
             "final_reward": [round(v, 4) for v in final[i].tolist()],
             "escape_step": [
                 int(f) + window if e else None for f, e in zip(first[i].tolist(), escaped[i].any(-1).tolist())
@@ -167,17 +238,10 @@ def summarize(rewards: torch.Tensor, betas: list[float]) -> dict[str, dict[str, 
     return results
 
 
-def _beta_key(beta: float) -> str:
-    return str(int(beta)) if float(beta).is_integer() else str(beta)
-
-
-def plot(run: dict[str, torch.Tensor], betas: list[float], path: Path) -> None:
-    """Three panels: landscape + initial policy, moving-average reward per β, entropy per β (seed mean, min-max band)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter
+def plot(run: dict[str, torch.Tensor], betas: list[float | str], path: Path) -> None:
+    """Three panels: landscape + initial policy, moving-average reward per β (or method label), entropy per β
+    (seed mean, min-max band)."""
+    plt = pyplot()
 
     fig, (ax_land, ax_reward, ax_entropy) = plt.subplots(1, 3, figsize=(18, 5))
     arms = torch.arange(N_ARMS)
@@ -207,7 +271,8 @@ def plot(run: dict[str, torch.Tensor], betas: list[float], path: Path) -> None:
             (ax_reward, averaged[i, :, ::stride], reward_steps),
             (ax_entropy, run["entropy"][i, :, ::entropy_stride], entropy_steps),
         ):
-            ax.plot(steps, series.mean(0), color=color, label=f"β={_beta_key(beta)}")
+            label = beta if isinstance(beta, str) else f"β={beta_key(beta)}"
+            ax.plot(steps, series.mean(0), color=color, label=label)
             if series.shape[0] > 1:
                 ax.fill_between(
                     steps,
@@ -230,9 +295,8 @@ def plot(run: dict[str, torch.Tensor], betas: list[float], path: Path) -> None:
         ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1000:g}k"))
     ax_reward.legend(loc="lower right")
     n_seeds = run["rewards"].shape[1]
-    fig.suptitle(
-        f"100-armed bandit, sampled REINFORCE with risk-sensitive advantage ({n_seeds} seeds: mean, min-max band)"
-    )
+    advantage = "each method's advantage" if isinstance(betas[0], str) else "risk-sensitive advantage"
+    fig.suptitle(f"100-armed bandit, sampled REINFORCE with {advantage} ({n_seeds} seeds: mean, min-max band)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -306,7 +370,7 @@ def lemma_numbers(lr: float = 0.1) -> dict[str, dict[str, float]]:
             "smallest_improving_beta": smallest_improving_beta(logits, rewards, lr),
         }
         for beta in DEFAULT_BETAS[:5]:
-            policy[f"delta_pi_optimal_beta_{_beta_key(beta)}"] = optimal_probability_change(logits, rewards, beta, lr)
+            policy[f"delta_pi_optimal_beta_{beta_key(beta)}"] = optimal_probability_change(logits, rewards, beta, lr)
         numbers[name] = policy
     return numbers
 
@@ -372,6 +436,12 @@ def _parser() -> argparse.ArgumentParser:
         help="actions sampled per update (default: 16)",
     )
     parser.add_argument("--lr", type=float, default=0.1, help="learning rate (default: 0.1)")
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        help="compare advantage estimators instead of β values, e.g. grpo rs_grpo:2 rs_grpo:adaptive pass_at_k:4 "
+        "pkpo:4 rs_grpo:cosine:8:0 (writes bandit_methods.json/png)",
+    )
     parser.add_argument("--lemmas", action="store_true", help="print the Lemma 1-2 numbers and exit")
     return parser
 
@@ -384,13 +454,18 @@ def main(argv: list[str] | None = None) -> int:
     _validate(args.steps, args.betas, args.seeds, args.batch_size, args.lr)
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    run = run_bandit(args.steps, args.betas, args.seeds, args.batch_size, args.lr, args.seed)
+    if args.methods:
+        run = run_methods(args.methods, args.steps, args.seeds, args.batch_size, args.lr, args.seed)
+    else:
+        run = run_bandit(args.steps, args.betas, args.seeds, args.batch_size, args.lr, args.seed)
     elapsed = time.perf_counter() - started
+    runs, name = (args.methods, "bandit_methods") if args.methods else (args.betas, "bandit")
     config = {
         "arms": N_ARMS,
         "steps": args.steps,
         "updates": args.steps // args.batch_size,
         "betas": args.betas,
+        "methods": args.methods,
         "seeds": args.seeds,
         "seed": args.seed,
         "batch_size": args.batch_size,
@@ -400,18 +475,21 @@ def main(argv: list[str] | None = None) -> int:
         "escape_threshold": ESCAPE_THRESHOLD,
         "wall_time_s": round(elapsed, 2),
     }
-    results = summarize(run["rewards"], args.betas)
-    (args.out / "bandit.json").write_text(json.dumps({"config": config, "results": results}, indent=2) + "\n")
-    plot(run, args.betas, args.out / "bandit.png")
+    if args.methods:
+        config["binary_threshold"] = BINARY_THRESHOLD
+    results = summarize(run["rewards"], runs)
+    (args.out / f"{name}.json").write_text(json.dumps({"config": config, "results": results}, indent=2) + "\n")
+    plot(run, runs, args.out / f"{name}.png")
     for beta, result in results.items():
         escapes = [s for s in result["escape_step"] if s is not None]
         mean_final = sum(result["final_reward"]) / len(result["final_reward"])
         print(
-            f"β={beta:>4}: final reward {mean_final:.3f} (per seed {result['final_reward']}), "
+            f"{beta if args.methods else 'β=' + beta:>22}: final reward {mean_final:.3f} (per seed {result['final_reward']}), "
             f"escaped {len(escapes)}/{len(result['escape_step'])} seeds"
             + (f", median escape step {sorted(escapes)[len(escapes) // 2]}" if escapes else "")
         )
     print(
-        f"{args.steps} steps x {len(args.betas)} betas x {args.seeds} seeds in {elapsed:.1f} s -> {args.out}/bandit.json, bandit.png"
+        f"{args.steps} steps x {len(runs)} {'methods' if args.methods else 'betas'} x {args.seeds} seeds in "
+        f"{elapsed:.1f} s -> {args.out}/{name}.json, {name}.png"
     )
     return 0
