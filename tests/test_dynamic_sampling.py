@@ -308,3 +308,14 @@ def test_refill_rounds_do_not_reload_vllm_weights(tiny_model_dir, tmp_path, monk
         assert generation._llm_weights_sleeping and generation.llm.calls[-1] == ("sleep", 2)
     assert generation.llm.calls.count(("sleep", 2)) == 2
     assert generation.llm.calls.count(("wake_up", ("kv_cache",))) == 2
+
+
+def test_multimodal_datasets_are_rejected_before_the_model_loads(tmp_path):
+    dataset = Dataset.from_dict({"prompt": ["Describe."], "image": [None]})
+    with pytest.raises(ValueError, match="dynamic_sampling does not support multimodal.*dynamic_sampling=False"):
+        RSGRPOTrainer(
+            model="/nonexistent/model-must-not-be-loaded",
+            reward_funcs=always_constant,
+            args=cpu_args(tmp_path),
+            train_dataset=dataset,
+        )
