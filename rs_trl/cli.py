@@ -20,6 +20,11 @@ COMMANDS = {
         "main",
         "the paper's 100-armed bandit: β sweep, estimators (--methods), lemmas",
     ),
+    "passk": (
+        "rs_trl.experiments.passk",
+        "main",
+        "GRPO vs RS-GRPO at pass@k on SmolLM2, offline: train, evaluate, compare with intervals",
+    ),
     "dilemma": (
         "rs_trl.experiments.dilemma",
         "main",
