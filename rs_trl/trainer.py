@@ -208,12 +208,14 @@ class RSGRPOTrainer(GRPOTrainer):
         metrics = self._metrics["train"]
         logged_before = {key: len(values) for key, values in metrics.items()}
         rounds = []  # per round: this process's groups, and the gathered rewards [processes, groups, G, funcs]
+        generated_rewards = []  # per round: the reward of every generated sample, as the advantage sees it
         round_inputs = inputs + self._refill_inputs(sampler.start_step(), group_size)
         with self._vllm_awake_for_step():
             while round_inputs:
                 groups, rewards_per_func = self._scout(round_inputs, group_size)
                 rounds.append((groups, rewards_per_func.view(num_processes, -1, group_size, rewards_per_func.size(1))))
-                zero_variance = zero_variance_groups(self._total_rewards(rewards_per_func, group_size), group_size)
+                generated_rewards.append(self._total_rewards(rewards_per_func, group_size))
+                zero_variance = zero_variance_groups(generated_rewards[-1], group_size)
                 round_inputs = self._refill_inputs(
                     sampler.observe(zero_variance.view(num_processes, -1).cpu()), group_size
                 )
@@ -227,7 +229,6 @@ class RSGRPOTrainer(GRPOTrainer):
                 "Raise dynamic_sampling_max_rounds, use prompts of more suitable difficulty, set "
                 "dynamic_sampling_on_exhaustion='pad', or set dynamic_sampling=False."
             )
-        generated_rewards = torch.cat([self._total_rewards(r.flatten(0, 2), group_size) for _, r in rounds])
         step_metrics = collapse_round_metrics(metrics, logged_before)
 
         kept_rewards = torch.stack([rounds[r][1][owner, g] for groups in assignment for owner, r, g in groups])
@@ -248,7 +249,7 @@ class RSGRPOTrainer(GRPOTrainer):
             "surplus_groups_dropped": max(informative - sampler.quota, 0),
             "refill_prompts_drawn": sampler.refill.drawn,
             "zero_variance_rate_estimate": sampler.zero_variance_rate,
-            "generated_reward_mean": torch.nanmean(generated_rewards).item(),
+            "generated_reward_mean": torch.nanmean(torch.cat(generated_rewards)).item(),
         }
         for name, value in values.items():
             metrics[f"dynamic_sampling/{name}"].append(float(value))
