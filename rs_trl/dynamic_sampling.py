@@ -1,6 +1,7 @@
 """DAPO dynamic sampling: which groups to train on, how many to generate, where refill prompts come from.
 
-The whole policy lives here; the trainer only runs generation rounds and asks `DynamicSampler` what to do.
+`DynamicSamplingMixin` runs the generation rounds of a step on any `AdvantageGRPOTrainer` (the bridge over TRL, its
+only dependency) and asks `DynamicSampler`, a pure policy object, what to do.
 
 Cost model (a GPU cluster with vLLM): a generation round costs about its longest completion, almost regardless of
 how many groups it holds, so what matters is the number of sequential rounds, then the samples generated. The
@@ -15,9 +16,15 @@ Which groups carry no signal is `rs_trl.advantages.zero_variance_groups`, the te
 """
 
 import itertools
+import json
 import math
+import os
 
 import torch
+from accelerate.utils import gather_object
+from datasets import IterableDataset
+
+from .advantages import zero_variance_groups
 
 # Cap on the estimated zero-variance rate used for sizing rounds: a pessimistic estimate must not make one round
 # absurdly large (at 0.8 a round holds at most about 5x the missing groups, plus the margin).
@@ -218,3 +225,120 @@ class StreamRefill:
     def load_state_dict(self, state: dict):
         self.pass_index, self.position, self.drawn = state["pass_index"], state["position"], state["drawn"]
         self._rows = None
+
+
+DYNAMIC_SAMPLING_STATE = "dynamic_sampling_state.json"
+
+
+class DynamicSamplingMixin:
+    """DAPO dynamic sampling for an `AdvantageGRPOTrainer`, with any advantage: `class T(DynamicSamplingMixin,
+    AdvantageGRPOTrainer)`. Reads `dynamic_sampling`, `dynamic_sampling_max_rounds` and
+    `dynamic_sampling_on_exhaustion` from the config (`RSGRPOConfig`).
+
+    A training step runs scout rounds (TRL's generation and reward scoring, without its no-grad forward passes);
+    `DynamicSampler` decides from the gathered rewards how many groups the next round needs and, at the end, which
+    groups each process trains on. Then one replay runs TRL's pass on the kept groups, with generation and rewards
+    taken from the scout rounds, so TRL's own code computes log-probs, metrics and the completions table for exactly
+    the rows the loss sees. All processes take every decision on gathered values, so they run the same rounds and
+    collectives. The refill position is saved with each checkpoint.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.dynamic_sampler = None
+        if self.args.dynamic_sampling:
+            # Its own seeded pass over the training set (TRL's placeholder rows when an environment owns the data),
+            # so refills never disturb the main dataloader's order.
+            if isinstance(self.train_dataset, IterableDataset):
+                refill = StreamRefill(self.train_dataset, self.args.seed + 1)
+            else:
+                refill = RefillSampler(len(self.train_dataset), self.args.seed + 1)
+            per_process = self.args.per_device_train_batch_size * self.args.steps_per_generation
+            self.dynamic_sampler = DynamicSampler(
+                refill,
+                self.accelerator.num_processes,
+                per_process // self.num_generations,
+                self.args.dynamic_sampling_max_rounds,
+            )
+
+    def build_training_batch(self, inputs: list[dict]) -> dict:
+        if self.dynamic_sampler is None:
+            return super().build_training_batch(inputs)
+        sampler, group_size, num_processes = self.dynamic_sampler, self.num_generations, self.accelerator.num_processes
+        rounds = []  # per round: this process's groups, and the gathered rewards [processes, groups, G, funcs]
+        generated_rewards = []  # per round: the reward of every generated sample, as the advantage sees it
+        round_inputs = inputs + self._refill_inputs(sampler.start_step())
+        with self.generation_rounds():
+            while round_inputs:
+                groups, rewards_per_func = self.scout_round(round_inputs, group_size)
+                rounds.append((groups, rewards_per_func.view(num_processes, -1, group_size, rewards_per_func.size(1))))
+                generated_rewards.append(self.total_rewards(rewards_per_func, group_size))
+                zero_variance = zero_variance_groups(generated_rewards[-1], group_size)
+                round_inputs = self._refill_inputs(sampler.observe(zero_variance.view(num_processes, -1).cpu()))
+        generated, informative = sampler.generated_groups, sampler.informative_groups
+        assignment, padded = sampler.finish_step()
+        if padded and self.args.dynamic_sampling_on_exhaustion == "error":
+            raise RuntimeError(
+                f"Dynamic sampling could not fill the batch after {len(rounds) - 1} extra generation rounds: "
+                f"{1 - informative / generated:.0%} of the {generated} groups generated for this step had zero "
+                f"reward variance (every completion of the prompt scored the same), and {padded} groups are missing. "
+                "Raise dynamic_sampling_max_rounds, use prompts of more suitable difficulty, set "
+                "dynamic_sampling_on_exhaustion='pad', or set dynamic_sampling=False."
+            )
+        kept_rewards = torch.stack([rounds[r][1][owner, g] for groups in assignment for owner, r, g in groups])
+        batch = self.replay(self._take_assigned_groups(rounds, assignment), kept_rewards.flatten(0, 1))
+        values = {
+            "rounds": len(rounds) - 1,
+            "groups_generated": generated,
+            "groups_kept": sampler.quota - padded,
+            "frac_zero_variance_before_filter": 1 - informative / generated,
+            "samples_per_kept_sample": generated / max(sampler.quota - padded, 1),
+            "padded_groups": padded,
+            "surplus_groups_dropped": max(informative - sampler.quota, 0),
+            "refill_prompts_drawn": sampler.refill.drawn,
+            "zero_variance_rate_estimate": sampler.zero_variance_rate,
+            "generated_reward_mean": torch.nanmean(torch.cat(generated_rewards)).item(),
+        }
+        self.log_metrics("train", {f"dynamic_sampling/{name}": value for name, value in values.items()})
+        return batch
+
+    def _take_assigned_groups(self, rounds, assignment) -> list[dict]:
+        """This process's assigned groups; groups owned by another process are sent over (a global quota)."""
+        rank = self.accelerator.process_index
+        outgoing = {
+            (target, position): rounds[r][0][g]
+            for target, groups in enumerate(assignment)
+            for position, (owner, r, g) in enumerate(groups)
+            if owner == rank and target != rank
+        }
+        received = {}
+        if self.accelerator.num_processes > 1:
+            for sent in gather_object([outgoing]):
+                received.update(sent)
+        return [
+            rounds[r][0][g] if owner == rank else received[(rank, position)]
+            for position, (owner, r, g) in enumerate(assignment[rank])
+        ]
+
+    def _refill_inputs(self, num_groups: int) -> list[dict]:
+        """`num_groups` fresh prompts for this process, each repeated once per generation, as TRL's sampler does."""
+        if num_groups == 0:
+            return []
+        refill, rank = self.dynamic_sampler.refill, self.accelerator.process_index
+        drawn = refill.take(num_groups * self.accelerator.num_processes)
+        mine = drawn[rank * num_groups : (rank + 1) * num_groups]
+        rows = [self.train_dataset[index] for index in mine] if isinstance(refill, RefillSampler) else mine
+        return [row for row in rows for _ in range(self.num_generations)]
+
+    def save_extra_state(self, folder: str) -> None:
+        super().save_extra_state(folder)
+        if self.dynamic_sampler is not None:
+            with open(os.path.join(folder, DYNAMIC_SAMPLING_STATE), "w") as f:
+                json.dump(self.dynamic_sampler.state_dict(), f)
+
+    def load_extra_state(self, folder: str) -> None:
+        super().load_extra_state(folder)
+        path = os.path.join(folder, DYNAMIC_SAMPLING_STATE)
+        if self.dynamic_sampler is not None and os.path.exists(path):
+            with open(path) as f:
+                self.dynamic_sampler.load_state_dict(json.load(f))

@@ -48,14 +48,16 @@ class TransformersSampler:
             with tqdm(total=len(jobs), desc=desc, unit="sample") as progress:
                 for start in range(0, len(jobs), self.batch_size):
                     batch = jobs[start : start + self.batch_size]
-                    for index, text in zip(batch, self._generate([texts[i] for i in batch], max_new_tokens, sampling)):
+                    for index, text in zip(
+                        batch, self._generate_texts([texts[i] for i in batch], max_new_tokens, sampling)
+                    ):
                         completions[index].append(text)
                     progress.update(len(batch))
         finally:
             self.model.train(was_training)
         return completions
 
-    def _generate(self, texts: list[str], max_new_tokens: int, sampling: dict) -> list[str]:
+    def _generate_texts(self, texts: list[str], max_new_tokens: int, sampling: dict) -> list[str]:
         tokenizer = self.tokenizer
         padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"  # decoder-only batches pad left
         try:

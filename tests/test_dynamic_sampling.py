@@ -301,7 +301,7 @@ def test_refill_rounds_do_not_reload_vllm_weights(tiny_model_dir, tmp_path, monk
     monkeypatch.setattr(trainer, "use_vllm", True)
     monkeypatch.setattr(trainer, "vllm_generation", generation, raising=False)
     for step in range(2):
-        with trainer._vllm_awake_for_step():
+        with trainer._vllm_awake():
             for _ in range(3):  # main round + two refill rounds
                 generation.generate([[1, 2]], None, 1)
         assert generation.syncs == step + 1  # one weight sync per step

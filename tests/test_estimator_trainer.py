@@ -58,12 +58,19 @@ def test_config_rejects_bad_values_naming_the_field(tmp_path, overrides, field):
 )
 def test_trainer_uses_the_selected_estimator_and_logs_pass_at_k(tiny_model_dir, tmp_path, overrides, reward):
     args = cpu_args(tmp_path, dynamic_sampling=False, **overrides)
-    trainer = RSGRPOTrainer(model=tiny_model_dir, reward_funcs=reward, args=args, train_dataset=prompts_dataset())
+    scored = []
+
+    class RecordingTrainer(RSGRPOTrainer):
+        def on_batch_scored(self, mode, rewards, advantages, info, group_size):
+            scored.append((rewards, info))
+            super().on_batch_scored(mode, rewards, advantages, info, group_size)
+
+    trainer = RecordingTrainer(model=tiny_model_dir, reward_funcs=reward, args=args, train_dataset=prompts_dataset())
     trainer.model.train()
     torch.manual_seed(0)
     output = trainer._generate_and_score_completions(generation_batch(args.num_generations, n_prompts=4))
-    rewards = trainer._gathered_rewards_per_func[:, 0]
-    params = {"beta": trainer._risk_beta_used} if args.advantage_estimator == "rs_grpo" else {"k": args.pass_k}
+    [(rewards, info)] = scored
+    params = {"beta": info["beta"]} if args.advantage_estimator == "rs_grpo" else {"k": args.pass_k}
     expected = group_advantages(rewards, args.num_generations, args.advantage_estimator, **params)
     torch.testing.assert_close(output["advantages"], expected)
     metrics = trainer._metrics["train"]

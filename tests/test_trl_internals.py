@@ -1,14 +1,21 @@
-"""Guard: RSGRPOTrainer relies on these GRPOTrainer internals. If TRL moves them, fail loudly here."""
+"""Contract of rs_trl/trl_bridge.py, the only code that touches GRPOTrainer internals: if TRL moves them, fail here.
+
+The behavioural half of the contract (the bridge with its default hook trains exactly like GRPOTrainer) is
+`test_bridge_trains_bit_for_bit_like_grpo_trainer` in tests/test_dropin.py."""
 
 import inspect
+import re
+from pathlib import Path
 
 import trl
 from packaging.version import Version
 from trl import GRPOTrainer
 
+import rs_trl
+
 TESTED_TRL = (Version("1.16.0"), Version("1.17.0"))
 MOVED = (
-    "TRL internals RSGRPOTrainer overrides have changed ({}); re-check rs_trl/trainer.py before widening the trl pin."
+    "TRL internals the bridge relies on have changed ({}); re-check rs_trl/trl_bridge.py before widening the trl pin."
 )
 
 
@@ -17,9 +24,24 @@ def test_trl_version_is_the_one_we_test_against():
     assert low <= Version(trl.__version__) < high, MOVED.format(f"trl {trl.__version__} outside [{low}, {high})")
 
 
+def test_only_the_bridge_names_trl_generation_internals():
+    """The rest of rs_trl reaches TRL's generation internals only through the bridge's hooks and methods."""
+    package = Path(rs_trl.__file__).parent
+    internals = ("_generate", "_calculate_rewards", "_get_per_token_logps_and_entropies", "vllm_generation", "_logs")
+    for path in package.rglob("*.py"):
+        if path.name == "trl_bridge.py":
+            continue
+        source = path.read_text()
+        for name in internals:
+            found = re.search(rf"\b{name}\b", source)
+            assert not found, f"{path.relative_to(package)} names TRL's `{name}`: go through the bridge"
+    assert "_metrics[" not in (package / "trainer.py").read_text()
+
+
 def test_overridden_method_signatures():
     expected = {
         "_generate_and_score_completions": ["self", "inputs"],
+        "_generate": ["self", "prompts"],
         "_calculate_rewards": ["self", "inputs", "prompts", "completions", "completion_ids_list"],
         "_save_checkpoint": ["self", "model", "trial"],
         "_load_optimizer_and_scheduler": ["self", "checkpoint"],
@@ -42,7 +64,7 @@ def test_advantage_flow_inside_generate_and_score():
         "advantages = advantages / (std_rewards + 1e-4)",
     ):
         assert needle in source, MOVED.format(f"`{needle}` no longer in _generate_and_score_completions")
-    # normalize_then_sum: our `_total_rewards`/`_advantages` reproduce this aggregation and its batch-std scaling.
+    # normalize_then_sum: the bridge's `total_rewards`/`group_advantages` reproduce this aggregation and its batch-std scaling.
     for needle in (
         "reward_k = (grouped - mean_k) / (std_k + 1e-4)",
         "rewards = (reward_k * self.reward_weights.to(device).unsqueeze(0)).nansum(dim=1)",
@@ -59,7 +81,7 @@ def test_advantage_flow_inside_generate_and_score():
 
 
 def test_dynamic_sampling_hooks():
-    """Scout rounds shadow `_generate`, `_calculate_rewards` and `_get_per_token_logps_and_entropies`; the replay
+    """Scout rounds override `_generate`, `_calculate_rewards` and `_get_per_token_logps_and_entropies`; the replay
     feeds `_generate`'s 8-tuple back; the vLLM step wrapper relies on how TRL sleeps and re-syncs the engine."""
     from trl.generation.vllm_generation import VLLMGeneration
 
@@ -89,4 +111,23 @@ def test_logs_and_buffers_we_touch():
     prepare_source = inspect.getsource(GRPOTrainer._prepare_inputs)
     assert "self._buffered_inputs" in prepare_source and "split_tensor_dict" in prepare_source, MOVED.format(
         "_prepare_inputs buffering"
+    )
+
+
+def test_metrics_checkpoint_folder_and_completion_length_inputs():
+    """`log_metrics` appends to `_metrics[mode][name]`; `_save_checkpoint` writes `checkpoint-<global_step>` under
+    `_get_output_dir`; the replay's length metrics read `eos_token_ids` and `_tokenizer`, as `_generate` does."""
+    from transformers import Trainer
+
+    init_source = inspect.getsource(GRPOTrainer.__init__)
+    assert 'self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}' in init_source, MOVED.format(
+        "_metrics layout"
+    )
+    save_source = inspect.getsource(Trainer._save_checkpoint)
+    assert 'checkpoint_folder = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"' in save_source and (
+        "self._get_output_dir(trial=trial)" in save_source
+    ), MOVED.format("Trainer._save_checkpoint's folder")
+    generate_source = inspect.getsource(GRPOTrainer._generate)
+    assert "eos_and_pad = [*self.eos_token_ids, self._tokenizer.pad_token_id]" in generate_source, MOVED.format(
+        "_generate's truncation test"
     )

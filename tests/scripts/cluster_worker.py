@@ -69,7 +69,7 @@ class CheckedTrainer(RSGRPOTrainer):
 
     def _generate_and_score_completions(self, inputs):
         # The refill position before this step's rounds: after a resume it must be the checkpoint's.
-        sampler = self._dynamic_sampler.state_dict() if self._dynamic_sampler is not None else None
+        sampler = self.dynamic_sampler.state_dict() if self.dynamic_sampler is not None else None
         calls_before = reward_calls
         output = super()._generate_and_score_completions(inputs)
         if self.args.use_vllm:

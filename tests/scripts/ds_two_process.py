@@ -21,8 +21,8 @@ def even_prompts_constant(completions, qid, **kwargs):
 class RecordingTrainer(RSGRPOTrainer):
     records = []
 
-    def _generate_with_dynamic_sampling(self, inputs):
-        batch = super()._generate_with_dynamic_sampling(inputs)
+    def build_training_batch(self, inputs):
+        batch = super().build_training_batch(inputs)
         metrics = self._metrics["train"]
         self.records.append(
             {
