@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig
 
-from .estimators import ESTIMATORS
+from .estimators import estimator_spec
 
 
 def _is_number(value) -> bool:
@@ -55,10 +55,11 @@ class RSGRPOConfig(GRPOConfig):
     > Parameters that choose the advantage estimator and vary β
 
     advantage_estimator (`str`, *optional*, defaults to `"rs_grpo"`):
-        How each group's rewards become advantages (`rs_trl.estimators.ESTIMATORS`): `"rs_grpo"` (this paper,
-        uses `risk_beta`), `"grpo"` (r − mean, TRL's), `"pass_at_k"` (Chen et al. 2025's analytic pass@k
-        advantage, binary rewards only, uses `pass_k`) or `"pkpo"` (Walder & Karkhanis 2025's unbiased pass@k /
-        max@k gradient with their k−1 baseline, uses `pass_k`). TRL's `scale_rewards` still applies on top.
+        How each group's rewards become advantages: any name registered with `rs_trl.register_estimator`. Built in:
+        `"rs_grpo"` (this paper, uses `risk_beta`), `"grpo"` (r − mean, TRL's), `"pass_at_k"` (Chen et al. 2025's
+        analytic pass@k advantage, binary rewards only, uses `pass_k`), `"pkpo"` (Walder & Karkhanis 2025's
+        unbiased pass@k / max@k gradient with their k−1 baseline, uses `pass_k`). TRL's `scale_rewards` still
+        applies on top.
     pass_k (`int`, *optional*, defaults to `4`):
         The k of `"pass_at_k"` and `"pkpo"`: 1 <= k <= `num_generations` (k >= 2 for `"pkpo"`). Ignored otherwise.
         With `"pass_at_k"`, k = `num_generations` gives every group advantage 0 (each k-subset is the whole group).
@@ -143,8 +144,9 @@ class RSGRPOConfig(GRPOConfig):
     advantage_estimator: str = field(
         default="rs_grpo",
         metadata={
-            "help": "Advantage estimator: 'rs_grpo' (risk_beta), 'grpo' (r - mean), 'pass_at_k' (Chen et al. 2025, "
-            "binary rewards, pass_k) or 'pkpo' (Walder & Karkhanis 2025, pass_k)."
+            "help": "Advantage estimator, any name registered with rs_trl.register_estimator: 'rs_grpo' (risk_beta), "
+            "'grpo' (r - mean), 'pass_at_k' (Chen et al. 2025, binary rewards, pass_k), 'pkpo' (Walder & Karkhanis "
+            "2025, pass_k)."
         },
     )
     pass_k: int = field(
@@ -192,12 +194,10 @@ class RSGRPOConfig(GRPOConfig):
         if not (_is_number(patience) and float(patience).is_integer() and patience >= 1):
             raise ValueError(f"reward_failure_patience must be an integer >= 1, got {patience!r}.")
         self.reward_failure_patience = int(patience)
-        self._validate_estimator()
         super().__post_init__()
         if self.scale_rewards not in ("none", "group", "batch"):
             raise ValueError(f"scale_rewards must be one of 'none', 'group', 'batch', got {self.scale_rewards!r}.")
-        if self.advantage_estimator in ("pass_at_k", "pkpo") and self.pass_k > self.num_generations:
-            raise ValueError(f"pass_k ({self.pass_k}) must be <= num_generations ({self.num_generations}).")
+        self._validate_estimator()
         local_generation_batch = self.per_device_train_batch_size * self.steps_per_generation
         if self.dynamic_sampling and local_generation_batch % self.num_generations != 0:
             # Groups are filtered per process, so no group may straddle two processes.
@@ -209,36 +209,11 @@ class RSGRPOConfig(GRPOConfig):
             )
 
     def _validate_estimator(self):
-        if self.advantage_estimator not in ESTIMATORS:
-            raise ValueError(
-                f"advantage_estimator must be one of {', '.join(map(repr, ESTIMATORS))}, got {self.advantage_estimator!r}."
-            )
-        smallest_k = 2 if self.advantage_estimator == "pkpo" else 1  # pkpo's k−1 baseline is empty at k = 1
-        if not (_is_number(self.pass_k) and float(self.pass_k).is_integer() and self.pass_k >= smallest_k):
-            raise ValueError(f"pass_k must be an integer >= {smallest_k}, got {self.pass_k!r}.")
-        self.pass_k = int(self.pass_k)
-        schedules = ("constant", "linear", "cosine", "adaptive")
-        if self.risk_beta_schedule not in schedules:
-            raise ValueError(
-                f"risk_beta_schedule must be one of {', '.join(map(repr, schedules))}, got {self.risk_beta_schedule!r}."
-            )
-        if self.risk_beta_schedule != "constant" and self.advantage_estimator != "rs_grpo":
+        spec = estimator_spec(self.advantage_estimator)  # raises naming the registered estimators
+        # The schedule varies rs_grpo's β; any other estimator would silently ignore it.
+        if self.risk_beta_schedule != "constant" and "risk_beta_schedule" not in spec.config_fields:
             raise ValueError(
                 f"risk_beta_schedule={self.risk_beta_schedule!r} varies the β of advantage_estimator='rs_grpo'; "
                 f"it has no effect on {self.advantage_estimator!r}. Set risk_beta_schedule='constant'."
             )
-        if self.risk_beta_schedule in ("linear", "cosine"):
-            end = self.risk_beta_end
-            if not (_is_number(end) and math.isfinite(end)):
-                raise ValueError(
-                    f"risk_beta_end must be a finite float for a {self.risk_beta_schedule} schedule, got {end!r}."
-                )
-        steps = self.risk_beta_schedule_steps
-        if steps is not None and not (_is_number(steps) and float(steps).is_integer() and steps >= 1):
-            raise ValueError(f"risk_beta_schedule_steps must be an integer >= 1 or None, got {steps!r}.")
-        target = self.risk_beta_target_ess
-        if not (_is_number(target) and 0 < target <= 1):
-            raise ValueError(f"risk_beta_target_ess must be a fraction in (0, 1], got {target!r}.")
-        cap = self.risk_beta_max
-        if not (_is_number(cap) and math.isfinite(cap) and cap > 0):
-            raise ValueError(f"risk_beta_max must be a finite float > 0, got {cap!r}.")
+        spec.validate(self)

@@ -1,9 +1,17 @@
-"""Pass@k-oriented advantage estimators side by side, and the β variants of RS-GRPO: pure tensor math.
+"""Advantage estimators: a registry users can add to, the built-in estimators, and the β variants of RS-GRPO.
 
-`ESTIMATORS` maps each name accepted by `RSGRPOConfig.advantage_estimator` to a vectorised function
-`(rewards [num_groups, G] float64, **params) -> advantages [num_groups, G]`, where a NaN reward marks an
-unscorable sample. `group_advantages` is the one entry point the trainer calls: it adds what every estimator
-shares (input checks, NaN samples get 0, groups whose rewards are all equal get exactly 0, the caller's dtype).
+Every estimator is a vectorised function `(rewards [num_groups, G] float64, **params) -> advantages [num_groups, G]`,
+where a NaN reward marks an unscorable sample, registered with `register_estimator(name, ...)` together with how its
+parameters are read from the config, its config validation and its model-card line (`EstimatorSpec`). The config,
+the trainer, the model card and `--methods` parsing read the spec; none branches on estimator names.
+`group_advantages` is the one entry point: it adds what every estimator shares (input checks, NaN samples get 0,
+groups whose rewards are all equal get exactly 0, binary-reward checks, the caller's dtype).
+
+A user adds one in their own script, before building the config, and selects it with `advantage_estimator`:
+
+    @register_estimator("centred_median", description="r − median of the group")
+    def centred_median(rewards):
+        return rewards - rewards.nanmedian(dim=1, keepdim=True).values
 
 The advantages are meant for a loss that averages over samples, as TRL's does: a method that is an unbiased
 estimator of ∇ pass@k is scaled here so that E[(1/G) Σ_i A_i ∇ log π(y_i)] = ∇ pass@k.
@@ -11,6 +19,8 @@ estimator of ∇ pass@k is scaled here so that E[(1/G) Σ_i A_i ∇ log π(y_i)]
 
 import functools
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from types import SimpleNamespace
 
 import torch
@@ -40,10 +50,10 @@ def _counts(rewards: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def _require_binary(rewards: torch.Tensor, name: str) -> None:
     bad = (rewards != 0) & (rewards != 1) & ~torch.isnan(rewards)
     if bad.any():
+        others = ", ".join(repr(other) for other, spec in ESTIMATORS.items() if not spec.binary_rewards)
         raise ValueError(
             f"advantage_estimator={name!r} is defined for binary rewards (0 or 1) only, got e.g. "
-            f"{rewards[bad][:3].tolist()}. Use 'rs_grpo', 'grpo' or 'pkpo' (which handles continuous rewards) for "
-            "other rewards."
+            f"{rewards[bad][:3].tolist()}. Use one of {others} for other rewards."
         )
 
 
@@ -87,7 +97,6 @@ def pass_at_k(rewards: torch.Tensor, k: int) -> torch.Tensor:
     k = G (every k-subset is the whole group) the advantage is 0 for every group: use k < G.
     Not an unbiased gradient estimator (the mean and std are taken from the same samples). Rejects non-binary rewards.
     """
-    _require_binary(rewards, "pass_at_k")
     _check_k(k, "pass_at_k")
     group_size = rewards.shape[1]
     valid = ~torch.isnan(rewards)
@@ -155,23 +164,60 @@ def _pkpo_table(group_size: int, k: int, device: torch.device) -> tuple[torch.Te
     return self_weight.flatten().to(device), lower_weight.flatten().to(device)
 
 
-ESTIMATORS = {"rs_grpo": rs_grpo, "grpo": grpo, "pass_at_k": pass_at_k, "pkpo": pkpo}
+def rloo(rewards: torch.Tensor) -> torch.Tensor:
+    """RLOO's leave-one-out baseline (Kool et al., 2019; Ahmadian et al., 2024, arXiv 2402.14740; NeMo-RL's default
+    baseline, without NeMo-RL's leave-one-out std scaling: TRL's `scale_rewards` applies on top instead):
+
+        A_i = r_i − (1/(n−1)) Σ_{j≠i} r_j = n/(n−1) · (r_i − mean_j r_j),   n ≥ 2 scorable samples.
+
+    The baseline of sample i leaves it out, so it never depends on sample i's action. Any rewards. A group with
+    fewer than 2 scorable samples has no baseline and gets 0 (NeMo-RL's and SkyRL's choice too).
+    """
+    valid, count = _counts(rewards)
+    filled = torch.where(valid, rewards, 0.0)
+    baseline = (filled.sum(dim=1, keepdim=True) - filled) / (count - 1).clamp(min=1)
+    return torch.where(valid & (count >= 2), rewards - baseline, 0.0)
+
+
+def maxrl(rewards: torch.Tensor) -> torch.Tensor:
+    """MaxRL (Tajwar, Zeng et al., 2026, arXiv 2602.02710), as prime-rl (`MaxRLAlgorithm`) and SkyRL
+    (`compute_maxrl_advantage`) compute it:
+
+        A_i = (r_i − mean_j r_j) / mean_j r_j.
+
+    Dividing by the group mean (the pass rate p̂ for 0/1 rewards) rather than the std weights rarely solved prompts
+    by ~1/p̂, the gradient of a truncated maximum-likelihood objective. Meant without std scaling (leave
+    `scale_rewards="none"`). Non-negative rewards only (the paper derives it for binary ones): a negative reward
+    raises, since the mean could then be 0 or change sign. A group whose mean is 0 gets 0, as in prime-rl; no
+    epsilon (SkyRL divides by mean + 1e-6).
+    """
+    valid, count = _counts(rewards)
+    filled = torch.where(valid, rewards, 0.0)
+    if bool((filled < 0).any()):
+        raise ValueError(
+            "advantage_estimator='maxrl' requires non-negative rewards (MaxRL, arXiv 2602.02710, divides by the "
+            f"group mean and is derived for binary rewards); got a reward of {filled.min().item()}."
+        )
+    mean = filled.sum(dim=1, keepdim=True) / count.clamp(min=1)
+    positive = mean > 0
+    return torch.where(valid & positive, (rewards - mean) / torch.where(positive, mean, 1.0), 0.0)
 
 
 def group_advantages(rewards: torch.Tensor, group_size: int, estimator: str = "rs_grpo", **params) -> torch.Tensor:
-    """Advantages of `estimator` (a key of `ESTIMATORS`) for contiguous groups of `group_size` rewards.
+    """Advantages of the registered `estimator` for contiguous groups of `group_size` rewards.
 
     `rewards` is 1-D; NaN marks an unscorable sample, which is left out of its group and gets 0. A group whose
     scorable rewards are all equal gets exactly 0 for every estimator. Returns `rewards`' shape and dtype.
     """
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"advantage_estimator must be one of {', '.join(map(repr, ESTIMATORS))}, got {estimator!r}.")
+    spec = estimator_spec(estimator)
     if not isinstance(rewards, torch.Tensor) or rewards.dim() != 1:
         raise ValueError(f"`rewards` must be a 1-D tensor, got shape {tuple(getattr(rewards, 'shape', ()))}.")
     if not isinstance(group_size, int) or group_size < 1 or rewards.numel() % group_size:
         raise ValueError(f"`group_size` must be an integer >= 1 dividing {rewards.numel()}, got {group_size!r}.")
     grouped = rewards.detach().to(torch.float64).view(-1, group_size)
-    advantages = ESTIMATORS[estimator](grouped, **params)
+    if spec.binary_rewards:
+        _require_binary(grouped, estimator)
+    advantages = spec.function(grouped, **params)
     # Exact zeros where there is no signal: float round-off must not invent one.
     silent = torch.isnan(grouped) | zero_variance_groups(grouped.flatten(), group_size).unsqueeze(1)
     advantages = torch.where(silent, 0.0, advantages)
@@ -261,6 +307,207 @@ def unbiased_pass_at_k(correct: torch.Tensor, scored: torch.Tensor, k: int) -> t
     return torch.where(n > 0, 1 - _binom_ratio(n - correct.to(torch.float64), k, n, k), torch.nan)
 
 
+# ---------------------------------------------------------------- the registry
+
+
+@dataclass(frozen=True)
+class EstimatorSpec:
+    """Everything rs_trl needs to know about one advantage estimator.
+
+    function: `(rewards [num_groups, G] float64, **params) -> advantages`, NaN rewards marking unscorable samples.
+    params: `(config, rewards [num_groups, G], step, total_steps) -> dict`, the keyword arguments of `function` at
+        optimizer step `step`, read from the config (an `RSGRPOConfig` or any object with its fields).
+    validate: `(config) -> None`, raising a ValueError that names the field, called by `RSGRPOConfig.__post_init__`.
+    binary_rewards: True if defined for 0/1 rewards only (checked on every call; experiments binarise for it).
+    config_fields: the config fields it reads, shown in the model card's settings table.
+    description: one line for the model card (what it computes, and its source).
+    method_syntax / parse_args: how `--methods` spells it (`"pkpo:K"`), and `(["8"]) -> config overrides`.
+    """
+
+    name: str
+    function: Callable[..., torch.Tensor]
+    params: Callable[..., dict]
+    validate: Callable[..., None]
+    binary_rewards: bool
+    config_fields: tuple[str, ...]
+    description: str
+    method_syntax: str
+    parse_args: Callable[[list[str]], dict]
+
+
+ESTIMATORS: dict[str, EstimatorSpec] = {}
+
+
+def _no_params(config, rewards, step, total_steps) -> dict:
+    return {}
+
+
+def _no_validation(config) -> None:
+    pass
+
+
+def _no_method_args(args: list[str]) -> dict:
+    if args:
+        raise ValueError
+    return {}
+
+
+def register_estimator(
+    name: str,
+    *,
+    params: Callable[..., dict] = _no_params,
+    validate: Callable[..., None] = _no_validation,
+    binary_rewards: bool = False,
+    config_fields: tuple[str, ...] = (),
+    description: str = "",
+    method_syntax: str | None = None,
+    parse_args: Callable[[list[str]], dict] = _no_method_args,
+):
+    """Decorator registering an advantage estimator under `name` (see `EstimatorSpec` for the arguments); select it
+    with `advantage_estimator=name`. Register it in every process (at import time of the training script) and
+    before building the config, which checks the name. A name is registered once: a second registration raises."""
+    if not (isinstance(name, str) and name.isidentifier()):
+        raise ValueError(f"An estimator name must be a Python identifier, got {name!r}.")
+
+    def register(function):
+        if name in ESTIMATORS:
+            raise ValueError(f"Advantage estimator {name!r} is already registered ({ESTIMATORS[name].function}).")
+        ESTIMATORS[name] = EstimatorSpec(
+            name,
+            function,
+            params,
+            validate,
+            binary_rewards,
+            tuple(config_fields),
+            description or (function.__doc__ or name).strip().splitlines()[0],
+            method_syntax or name,
+            parse_args,
+        )
+        return function
+
+    return register
+
+
+def estimator_spec(name: str) -> EstimatorSpec:
+    if name not in ESTIMATORS:
+        raise ValueError(f"advantage_estimator must be one of {', '.join(map(repr, ESTIMATORS))}, got {name!r}.")
+    return ESTIMATORS[name]
+
+
+def estimator_params(config, rewards: torch.Tensor, step: int, total_steps: int) -> dict:
+    """The keyword arguments of `config.advantage_estimator`'s function for rewards [num_groups, G] at optimizer
+    step `step` of `total_steps`."""
+    return estimator_spec(config.advantage_estimator).params(config, rewards, step, total_steps)
+
+
+def _is_integer(value, smallest: int) -> bool:
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and float(value).is_integer()
+        and value >= smallest
+    )
+
+
+def _rs_grpo_params(config, rewards, step, total_steps) -> dict:
+    if config.risk_beta_schedule == "adaptive":
+        return {"beta": adaptive_beta(rewards, config.risk_beta_target_ess, config.risk_beta_max)}
+    total = config.risk_beta_schedule_steps or total_steps
+    return {"beta": scheduled_beta(step, total, config.risk_beta, config.risk_beta_end, config.risk_beta_schedule)}
+
+
+def _validate_rs_grpo(config) -> None:
+    schedules = ("constant", "linear", "cosine", "adaptive")
+    if config.risk_beta_schedule not in schedules:
+        raise ValueError(
+            f"risk_beta_schedule must be one of {', '.join(map(repr, schedules))}, got {config.risk_beta_schedule!r}."
+        )
+    if config.risk_beta_schedule in ("linear", "cosine"):
+        end = config.risk_beta_end
+        if not (isinstance(end, (int, float)) and not isinstance(end, bool) and math.isfinite(end)):
+            raise ValueError(
+                f"risk_beta_end must be a finite float for a {config.risk_beta_schedule} schedule, got {end!r}."
+            )
+    steps = config.risk_beta_schedule_steps
+    if steps is not None and not _is_integer(steps, 1):
+        raise ValueError(f"risk_beta_schedule_steps must be an integer >= 1 or None, got {steps!r}.")
+    target = config.risk_beta_target_ess
+    if not (isinstance(target, (int, float)) and not isinstance(target, bool) and 0 < target <= 1):
+        raise ValueError(f"risk_beta_target_ess must be a fraction in (0, 1], got {target!r}.")
+    cap = config.risk_beta_max
+    if not (isinstance(cap, (int, float)) and not isinstance(cap, bool) and math.isfinite(cap) and cap > 0):
+        raise ValueError(f"risk_beta_max must be a finite float > 0, got {cap!r}.")
+
+
+def _parse_rs_grpo(args: list[str]) -> dict:
+    if len(args) == 1 and args[0] != "adaptive":
+        return {"risk_beta": float(args[0])}
+    if args and args[0] == "adaptive" and len(args) <= 3:
+        return {"risk_beta_schedule": "adaptive"} | dict(
+            zip(("risk_beta_target_ess", "risk_beta_max"), map(float, args[1:]))
+        )
+    if len(args) == 3 and args[0] in ("linear", "cosine"):
+        return {"risk_beta_schedule": args[0], "risk_beta": float(args[1]), "risk_beta_end": float(args[2])}
+    raise ValueError
+
+
+def _pass_k_params(config, rewards, step, total_steps) -> dict:
+    return {"k": config.pass_k}
+
+
+def _pass_k_validator(smallest: int):
+    def validate(config) -> None:
+        if not _is_integer(config.pass_k, smallest):
+            raise ValueError(f"pass_k must be an integer >= {smallest}, got {config.pass_k!r}.")
+        if config.pass_k > config.num_generations:
+            raise ValueError(f"pass_k ({config.pass_k}) must be <= num_generations ({config.num_generations}).")
+
+    return validate
+
+
+def _parse_pass_k(args: list[str]) -> dict:
+    if len(args) != 1:
+        raise ValueError
+    return {"pass_k": int(args[0])}
+
+
+register_estimator(
+    "rs_grpo",
+    params=_rs_grpo_params,
+    validate=_validate_rs_grpo,
+    config_fields=("risk_beta", "risk_beta_schedule"),
+    description="the risk-sensitive advantage (1/β)·(exp(β·r) / mean exp(β·r) − 1) (arXiv 2509.24261)",
+    method_syntax="rs_grpo:BETA, rs_grpo:adaptive[:TARGET_ESS[:MAX_BETA]], rs_grpo:linear|cosine:START:END",
+    parse_args=_parse_rs_grpo,
+)(rs_grpo)
+register_estimator("grpo", description="GRPO's r − mean of the group (arXiv 2402.03300)")(grpo)
+register_estimator(
+    "rloo", description="RLOO's r − mean of the other samples of the group (Kool et al. 2019; arXiv 2402.14740)"
+)(rloo)
+register_estimator(
+    "maxrl", description="MaxRL's (r − mean) / mean of the group, non-negative rewards (arXiv 2602.02710)"
+)(maxrl)
+register_estimator(
+    "pass_at_k",
+    params=_pass_k_params,
+    validate=_pass_k_validator(1),
+    binary_rewards=True,
+    config_fields=("pass_k",),
+    description="Pass@k Training's analytic pass@k advantage, binary rewards (arXiv 2508.10751)",
+    method_syntax="pass_at_k:K",
+    parse_args=_parse_pass_k,
+)(pass_at_k)
+register_estimator(
+    "pkpo",
+    params=_pass_k_params,
+    validate=_pass_k_validator(2),
+    config_fields=("pass_k",),
+    description="PKPO's unbiased pass@k / max@k gradient with the k−1 baseline (arXiv 2505.15201)",
+    method_syntax="pkpo:K",
+    parse_args=_parse_pass_k,
+)(pkpo)
+
+
 # ---------------------------------------------------------------- one method = estimator + its parameters
 
 # `RSGRPOConfig`'s defaults for the fields below (a test keeps them equal), so a method spec needs no TRL import.
@@ -276,42 +523,17 @@ METHOD_DEFAULTS = {
 }
 
 
-def estimator_params(config, rewards: torch.Tensor, step: int, total_steps: int) -> dict:
-    """The keyword arguments of `ESTIMATORS[config.advantage_estimator]` for rewards [num_groups, G] at optimizer
-    step `step` of `total_steps`: `config` is an `RSGRPOConfig` or any object with the fields of `METHOD_DEFAULTS`."""
-    if config.advantage_estimator == "grpo":
-        return {}
-    if config.advantage_estimator != "rs_grpo":
-        return {"k": config.pass_k}
-    if config.risk_beta_schedule == "adaptive":
-        return {"beta": adaptive_beta(rewards, config.risk_beta_target_ess, config.risk_beta_max)}
-    total = config.risk_beta_schedule_steps or total_steps
-    return {"beta": scheduled_beta(step, total, config.risk_beta, config.risk_beta_end, config.risk_beta_schedule)}
-
-
 def parse_method(spec: str) -> SimpleNamespace:
-    """A method for `rs-trl bandit --methods` / `rs-trl dilemma --methods`, as `METHOD_DEFAULTS` with changes:
-    `grpo`, `rs_grpo:BETA`, `rs_grpo:adaptive[:TARGET_ESS[:MAX_BETA]]`, `rs_grpo:linear|cosine:START:END`,
-    `pass_at_k:K`, `pkpo:K`. Its `label` names it in tables and plots."""
+    """A method for `rs-trl bandit --methods` / `rs-trl dilemma --methods`, as `METHOD_DEFAULTS` with the changes
+    its estimator's `parse_args` reads from the spec (`grpo`, `rs_grpo:4`, `pkpo:8`, ...). Its `label` names it in
+    tables and plots."""
     name, *args = spec.split(":")
-    options = dict(METHOD_DEFAULTS, advantage_estimator=name, label=spec)
     try:
-        if name == "grpo" and not args:
-            pass
-        elif name in ("pass_at_k", "pkpo") and len(args) == 1:
-            options["pass_k"] = int(args[0])
-        elif name == "rs_grpo" and len(args) == 1 and args[0] != "adaptive":
-            options["risk_beta"] = float(args[0])
-        elif name == "rs_grpo" and args and args[0] == "adaptive" and len(args) <= 3:
-            options["risk_beta_schedule"] = "adaptive"
-            options.update(zip(("risk_beta_target_ess", "risk_beta_max"), map(float, args[1:])))
-        elif name == "rs_grpo" and len(args) == 3 and args[0] in ("linear", "cosine"):
-            options.update(risk_beta_schedule=args[0], risk_beta=float(args[1]), risk_beta_end=float(args[2]))
-        else:
-            raise ValueError
+        changes = ESTIMATORS[name].parse_args(args) if name in ESTIMATORS else None
     except ValueError:
+        changes = None
+    if changes is None:
         raise ValueError(
-            f"Method {spec!r} is not one of: grpo, rs_grpo:BETA, rs_grpo:adaptive[:TARGET_ESS[:MAX_BETA]], "
-            "rs_grpo:linear:START:END, rs_grpo:cosine:START:END, pass_at_k:K, pkpo:K."
-        ) from None
-    return SimpleNamespace(**options)
+            f"Method {spec!r} is not one of: {', '.join(spec.method_syntax for spec in ESTIMATORS.values())}."
+        )
+    return SimpleNamespace(**dict(METHOD_DEFAULTS, advantage_estimator=name, label=spec) | changes)

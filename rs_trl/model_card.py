@@ -12,6 +12,7 @@ from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
 from .config import RSGRPOConfig
+from .estimators import estimator_spec
 
 SECTION_TITLE = "## RS-GRPO settings"
 # TRL's `_paper` layout: the trainer hands it to TRL, which writes the paper link and BibTeX into the card.
@@ -29,12 +30,17 @@ PAPER = {
 }
 
 
+def _format(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def rs_grpo_section(args: RSGRPOConfig, base_model: str | None, dataset_name: str | None) -> str:
     """Markdown section stating the method, risk_beta, base model, dataset and the update's settings."""
+    spec = estimator_spec(args.advantage_estimator)
     if args.advantage_estimator != "rs_grpo":
         meaning = (
-            f"This run used the `{args.advantage_estimator}` advantage estimator (see `rs_trl.estimators`) in place of "
-            "the risk-sensitive advantage, so risk_beta below was unused."
+            f"This run used the `{args.advantage_estimator}` advantage estimator ({spec.description}) in place of "
+            "the risk-sensitive advantage."
         )
     elif args.risk_beta_schedule != "constant":
         meaning = f"β followed the `{args.risk_beta_schedule}` schedule (`rs/beta*` in the training logs)."
@@ -49,8 +55,7 @@ def rs_grpo_section(args: RSGRPOConfig, base_model: str | None, dataset_name: st
     rows = [
         ("method", "RS-GRPO (Risk-Sensitive GRPO)"),
         ("advantage_estimator", args.advantage_estimator),
-        ("risk_beta", f"{args.risk_beta:g}"),
-        ("risk_beta_schedule", args.risk_beta_schedule),
+        *((name, _format(getattr(args, name))) for name in spec.config_fields),
         ("base model", base_model or "unknown"),
         ("dataset", dataset_name or "not recorded"),
         ("num_generations (group size)", args.num_generations),
@@ -65,8 +70,6 @@ def rs_grpo_section(args: RSGRPOConfig, base_model: str | None, dataset_name: st
         ("dynamic_sampling_max_rounds", args.dynamic_sampling_max_rounds),
         ("dynamic_sampling_on_exhaustion", args.dynamic_sampling_on_exhaustion),
     ]
-    if args.advantage_estimator in ("pass_at_k", "pkpo"):
-        rows.insert(1, ("pass_k", args.pass_k))
     table = "\n".join(f"| {name} | {value} |" for name, value in rows)
     return (
         f"{SECTION_TITLE}\n\n"

@@ -22,7 +22,7 @@ from rs_trl.estimators import (
 )
 from rs_trl.evaluation import pass_at_k as scalar_pass_at_k
 
-PARAMS = {"rs_grpo": {"beta": 2.0}, "grpo": {}, "pass_at_k": {"k": 2}, "pkpo": {"k": 2}}
+PARAMS = {"rs_grpo": {"beta": 2.0}, "grpo": {}, "pass_at_k": {"k": 2}, "pkpo": {"k": 2}, "rloo": {}, "maxrl": {}}
 
 
 def expected_update(logits, arm_rewards, group_size, estimator, **params):

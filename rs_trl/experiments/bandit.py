@@ -19,7 +19,7 @@ import torch
 from matplotlib.ticker import FuncFormatter
 from tqdm.auto import tqdm
 
-from ..estimators import estimator_params, group_advantages, parse_method
+from ..estimators import ESTIMATORS, estimator_params, group_advantages, parse_method
 from ..plots import pyplot
 from ._common import beta_key
 
@@ -168,7 +168,7 @@ def run_methods(
     method spec (`rs_trl.estimators.parse_method`, e.g. `pkpo:4`, `rs_grpo:adaptive`) and seed, same returns with
     methods as the first dim, and the same draws for every method (common random numbers).
 
-    Estimators that need 0/1 rewards (`pass_at_k`) learn from r >= 0.9 (the global peak only); the logged reward is
+    Estimators that need 0/1 rewards (`pass_at_k`, any with `binary_rewards`) learn from r >= 0.9 (the global peak only); the logged reward is
     the landscape's for every method. The update is the general mean_i A_i (onehot(a_i) − π), since estimators
     such as PKPO do not centre their advantages. Schedules run over the whole run.
     """
@@ -198,7 +198,7 @@ def run_methods(
                 weights = torch.empty(actions.shape, dtype=torch.float64)
                 for m, option in enumerate(options):
                     rewards = landscape[actions[m]]
-                    if option.advantage_estimator == "pass_at_k":
+                    if ESTIMATORS[option.advantage_estimator].binary_rewards:
                         rewards = (rewards >= BINARY_THRESHOLD).to(torch.float64)
                     params = estimator_params(option, rewards, u, updates)
                     weights[m] = group_advantages(

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
 from transformers.utils import logging as hf_logging
 
-from ..estimators import parse_method
+from ..estimators import estimator_spec, parse_method
 from ..evaluation import pass_at_k
 from ..plots import pyplot
 from ..tiny import build_tiny_model, cpu_training_args
@@ -228,7 +228,7 @@ def train_rl(
     )
     trainer = RSGRPOTrainer(
         model=model,
-        reward_funcs=correct_reward if method.get("advantage_estimator") == "pass_at_k" else answer_reward,
+        reward_funcs=correct_reward if estimator_spec(args.advantage_estimator).binary_rewards else answer_reward,
         args=args,
         train_dataset=dataset,
         processing_class=tokenizer,
