@@ -42,7 +42,9 @@ class RecordingTrainer(RSGRPOTrainer):
         expected = best_minus_worst_share(grouped).flatten()
         constant = (grouped.amax(1) == grouped.amin(1)).repeat_interleave(group_size)
         self.matches = getattr(self, "matches", []) + [
-            bool(torch.allclose(advantages.double(), torch.where(constant, 0.0, expected).to(advantages.dtype).double()))
+            bool(
+                torch.allclose(advantages.double(), torch.where(constant, 0.0, expected).to(advantages.dtype).double())
+            )
         ]
         super().on_batch_scored(mode, rewards, advantages, info, group_size)
 
