@@ -28,10 +28,10 @@ class RSGRPOConfig(GRPOConfig):
     > Parameters that control dynamic sampling (DAPO)
 
     dynamic_sampling (`bool`, *optional*, defaults to `True`):
-        Drop groups whose rewards are all equal (they get zero advantage, so no learning signal) and refill the
-        generation batch with fresh prompts until every process has its full batch of informative groups. "Equal"
-        is judged on the weighted sum of reward functions that the advantage uses, ignoring unscorable (None/NaN)
-        samples. Needs a map-style `train_dataset` and whole groups per process.
+        Drop groups that carry no gradient (the configured estimator gives every sample a zero advantage: for
+        `"rs_grpo"` and `"grpo"` exactly the groups whose rewards are all equal, judged on the weighted sum of reward
+        functions and ignoring unscorable samples) and refill the generation batch with fresh prompts until every
+        process has its full batch of informative groups. Needs whole groups per process.
     dynamic_sampling_max_rounds (`int`, *optional*, defaults to `8`):
         Extra generation rounds allowed per generation step. Each round generates only the missing groups.
     dynamic_sampling_on_exhaustion (`str`, *optional*, defaults to `"pad"`):
@@ -101,7 +101,8 @@ class RSGRPOConfig(GRPOConfig):
     dynamic_sampling: bool = field(
         default=True,
         metadata={
-            "help": "Drop zero-variance groups and refill the batch with fresh prompts (DAPO dynamic sampling)."
+            "help": "Drop groups whose advantage is zero for every sample (for rs_grpo/grpo: equal rewards) and refill "
+            "the batch with fresh prompts (DAPO dynamic sampling)."
         },
     )
     dynamic_sampling_max_rounds: int = field(

@@ -12,7 +12,9 @@ needed, is sized the same way for what is missing. Informative groups are pooled
 a process short of groups takes another process's surplus, which cuts the rounds that small per-process quotas
 would otherwise need. Surplus beyond the quota is dropped, not carried over: by the next step the policy has moved.
 
-Which groups carry no signal is `rs_trl.advantages.zero_variance_groups`, the test the advantage itself uses.
+A group carries no signal when the configured estimator gives every one of its samples a zero advantage: for GRPO
+and RS-GRPO that is exactly "all rewards equal"; pass@k-style estimators also zero some groups whose rewards differ.
+The sampler's "zero-variance" counts (and metric names) mean these groups.
 """
 
 import itertools
@@ -233,7 +235,9 @@ DYNAMIC_SAMPLING_STATE = "dynamic_sampling_state.json"
 class DynamicSamplingMixin:
     """DAPO dynamic sampling for an `AdvantageGRPOTrainer`, with any advantage: `class T(DynamicSamplingMixin,
     AdvantageGRPOTrainer)`. Reads `dynamic_sampling`, `dynamic_sampling_max_rounds` and
-    `dynamic_sampling_on_exhaustion` from the config (`RSGRPOConfig`).
+    `dynamic_sampling_on_exhaustion` from the config (`RSGRPOConfig`). It drops the groups whose advantage, as the
+    trainer's `group_advantages` computes it, is zero for every sample, and logs the share of those whose rewards
+    differ (`dynamic_sampling/frac_zero_advantage_unequal_rewards`).
 
     A training step runs scout rounds (TRL's generation and reward scoring, without its no-grad forward passes);
     `DynamicSampler` decides from the gathered rewards how many groups the next round needs and, at the end, which
@@ -267,14 +271,20 @@ class DynamicSamplingMixin:
         sampler, group_size, num_processes = self.dynamic_sampler, self.num_generations, self.accelerator.num_processes
         rounds = []  # per round: this process's groups, and the gathered rewards [processes, groups, G, funcs]
         generated_rewards = []  # per round: the reward of every generated sample, as the advantage sees it
+        silent_unequal = 0  # groups dropped for a zero advantage although their rewards differ
         round_inputs = inputs + self._refill_inputs(sampler.start_step())
         with self.generation_rounds():
             while round_inputs:
                 groups, rewards_per_func = self.scout_round(round_inputs, group_size)
                 rounds.append((groups, rewards_per_func.view(num_processes, -1, group_size, rewards_per_func.size(1))))
-                generated_rewards.append(self.total_rewards(rewards_per_func, group_size))
-                zero_variance = zero_variance_groups(generated_rewards[-1], group_size)
-                round_inputs = self._refill_inputs(sampler.observe(zero_variance.view(num_processes, -1).cpu()))
+                rewards = self.total_rewards(rewards_per_func, group_size)
+                generated_rewards.append(rewards)
+                # What the estimator gives no gradient: beyond equal rewards, e.g. pass@k's groups whose every
+                # k-subset holds a correct sample.
+                advantages, _ = self.group_advantages(rewards, group_size)
+                silent = (advantages.view(-1, group_size) == 0).all(dim=1)
+                silent_unequal += int((silent & ~zero_variance_groups(rewards, group_size)).sum())
+                round_inputs = self._refill_inputs(sampler.observe(silent.view(num_processes, -1).cpu()))
         generated, informative = sampler.generated_groups, sampler.informative_groups
         assignment, padded = sampler.finish_step()
         if padded and self.args.dynamic_sampling_on_exhaustion == "error":
@@ -298,6 +308,7 @@ class DynamicSamplingMixin:
             "refill_prompts_drawn": sampler.refill.drawn,
             "zero_variance_rate_estimate": sampler.zero_variance_rate,
             "generated_reward_mean": torch.nanmean(torch.cat(generated_rewards)).item(),
+            "frac_zero_advantage_unequal_rewards": silent_unequal / generated,
         }
         self.log_metrics("train", {f"dynamic_sampling/{name}": value for name, value in values.items()})
         return batch
