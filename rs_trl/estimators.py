@@ -300,11 +300,16 @@ def adaptive_beta(rewards: torch.Tensor, target: float, max_beta: float, iterati
     return torch.where(constant | (target >= 1), 0.0, beta)
 
 
-def unbiased_pass_at_k(correct: torch.Tensor, scored: torch.Tensor, k: int) -> torch.Tensor:
-    """1 − C(n − c, k) / C(n, k) per group (Chen et al., 2021), with k clipped to the group's n scored samples."""
-    n = scored.to(torch.float64)
-    k = torch.minimum(torch.full_like(n, float(k)), n).clamp(min=1)
-    return torch.where(n > 0, 1 - _binom_ratio(n - correct.to(torch.float64), k, n, k), torch.nan)
+def unbiased_pass_at_k(correct, scored, k) -> torch.Tensor:
+    """1 − C(n − c, k) / C(n, k) (Chen et al., 2021) for c correct of n scored samples, elementwise with broadcasting
+    (tensors or numbers), k clipped to n; NaN where n = 0. The one pass@k estimator of rs_trl: training metrics,
+    evaluation and intervals all call it. In log space (no binomial is ever formed), float64."""
+    n = torch.as_tensor(scored, dtype=torch.float64)
+    c = torch.as_tensor(correct, dtype=torch.float64, device=n.device)
+    k = torch.minimum(torch.as_tensor(k, dtype=torch.float64, device=n.device), n).clamp(min=1)
+    # log of P(a k-subset holds no correct sample); −inf (pass@k = 1) when n − c < k.
+    log_all_wrong = _log_binom(n - c, k) - _log_binom(n, k)
+    return torch.where(n > 0, -torch.expm1(log_all_wrong), torch.nan)
 
 
 # ---------------------------------------------------------------- the registry

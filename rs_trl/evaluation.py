@@ -21,6 +21,7 @@ from huggingface_hub.utils import validate_repo_id
 from tqdm.auto import tqdm
 
 from .data import benchmark_names, load_benchmark
+from .estimators import unbiased_pass_at_k
 from .generation import BACKENDS, TransformersSampler, make_sampler, resolve_backend
 from .offline import OFFLINE_PREFIX, resolve_model
 from .reporting import RESULTS_FILE, compare_results, load_results, plot_pass_at_k  # noqa: F401 - public here too
@@ -30,11 +31,8 @@ PLOT_FILE = "pass_at_k.png"
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
-    """Unbiased pass@k estimator 1 − C(n−c, k) / C(n, k) (Chen et al., 2021).
-
-    Computed as 1 − Π_{i=n−c+1}^{n} (1 − k/i), which never forms a binomial coefficient, so it is
-    exact and stable for n in the tens of thousands.
-    """
+    """Unbiased pass@k estimator 1 − C(n−c, k) / C(n, k) (Chen et al., 2021) of one problem, with its inputs checked
+    (`rs_trl.estimators.unbiased_pass_at_k` computes it)."""
     for name, value in (("n", n), ("c", c), ("k", k)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise ValueError(f"`{name}` must be a non-negative integer, got {value!r}.")
@@ -44,12 +42,7 @@ def pass_at_k(n: int, c: int, k: int) -> float:
         raise ValueError(f"`k` ({k}) must be <= `n` ({n}), the number of samples.")
     if c > n:
         raise ValueError(f"`c` ({c}) must be <= `n` ({n}): more correct samples than samples.")
-    if n - c < k:
-        return 1.0
-    prob_all_wrong = 1.0
-    for i in range(n - c + 1, n + 1):
-        prob_all_wrong *= 1.0 - k / i
-    return 1.0 - prob_all_wrong
+    return unbiased_pass_at_k(c, n, k).item()
 
 
 def default_ks(n: int) -> list[int]:
@@ -97,7 +90,9 @@ def _resolve_benchmarks(benchmarks: Any) -> list[str] | Mapping:
 
 def score_benchmark(correct: Sequence[int], n: int, ks: Sequence[int]) -> dict[str, float]:
     """Mean unbiased pass@k over problems, for each k (keys are str(k) so the dict survives JSON)."""
-    return {str(k): sum(pass_at_k(n, c, k) for c in correct) / max(len(correct), 1) for k in ks}
+    if not correct:
+        return {str(k): 0.0 for k in ks}
+    return {str(k): unbiased_pass_at_k(list(correct), n, k).mean().item() for k in ks}
 
 
 def evaluate_pass_at_k(

@@ -12,21 +12,12 @@ from collections.abc import Sequence
 
 import torch
 
+from .estimators import unbiased_pass_at_k
+
 
 def pass_at_k_per_problem(correct: Sequence[int], n: int, ks: Sequence[int]) -> torch.Tensor:
     """[problems, len(ks)] unbiased pass@k estimates, float64."""
-    c = torch.as_tensor(list(correct), dtype=torch.float64).unsqueeze(1)
-    k = torch.as_tensor(list(ks), dtype=torch.float64).unsqueeze(0)
-    n = torch.tensor(float(n), dtype=torch.float64)
-    # C(n - c, k) / C(n, k) in log space; it is 0 (pass@k = 1) when n - c < k: every k-subset holds a correct sample.
-    wrong = n - c
-    log_ratio = (
-        torch.lgamma(wrong + 1)
-        - torch.lgamma((wrong - k).clamp(min=0) + 1)
-        - torch.lgamma(n + 1)
-        + torch.lgamma(n - k + 1)
-    )
-    return torch.where(wrong >= k, -torch.expm1(log_ratio), torch.ones_like(log_ratio))
+    return unbiased_pass_at_k(torch.as_tensor(list(correct)).unsqueeze(1), n, torch.as_tensor(list(ks)).unsqueeze(0))
 
 
 def _resampled_means(values: torch.Tensor, resamples: int, seed: int) -> torch.Tensor:
