@@ -22,6 +22,8 @@ import threading
 import time
 from collections import Counter
 
+from datasets import Dataset
+
 logger = logging.getLogger(__name__)
 
 # Arguments TRL passes to every reward function itself; anything else required must be a dataset column.
@@ -226,3 +228,23 @@ class RewardHealth:
             )
         self._step.clear()
         self._scored_this_step = False
+
+
+def validate_train_dataset(dataset, reward_funcs, needs_prompt: bool):
+    """Errors TRL would only hit mid-step (or never), raised before the model loads: an empty dataset, no prompt
+    column, a reward function's required column missing. TRL's own checks stay TRL's."""
+    columns = getattr(dataset, "column_names", None)
+    if columns is None:  # no dataset (TRL decides), or a stream whose columns are unknown until read
+        return
+    if isinstance(dataset, Dataset) and len(dataset) == 0:
+        raise ValueError("train_dataset is empty: RS-GRPO needs at least one prompt.")
+    columns = set(columns)
+    if needs_prompt and "prompt" not in columns:
+        raise ValueError(f"train_dataset needs a 'prompt' column; it has {sorted(columns)}.")
+    for func in reward_funcs:
+        missing = required_columns(func) - columns
+        if missing:
+            raise ValueError(
+                f"Reward function {getattr(func, '__name__', func)!r} needs dataset column(s) {sorted(missing)}, "
+                f"which train_dataset lacks; it has {sorted(columns)}."
+            )

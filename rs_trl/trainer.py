@@ -19,27 +19,8 @@ from .config import RSGRPOConfig
 from .dynamic_sampling import DYNAMIC_SAMPLING_STATE, DynamicSamplingMixin
 from .estimators import estimator_params, group_advantages, unbiased_pass_at_k
 from .model_card import PAPER, add_rs_grpo_section, is_hub_id, name_local_base_model
-from .reward_guard import TALLY_FIELDS, RewardHealth, guard_reward_function, required_columns
+from .reward_guard import TALLY_FIELDS, RewardHealth, guard_reward_function, validate_train_dataset
 from .trl_bridge import AdvantageGRPOTrainer
-
-
-def _validate_train_dataset(dataset, reward_funcs, needs_prompt: bool):
-    """Errors TRL would only hit mid-step (or never), raised before the model loads. TRL's own checks stay TRL's."""
-    columns = getattr(dataset, "column_names", None)
-    if columns is None:  # no dataset (TRL decides), or a stream whose columns are unknown until read
-        return
-    if isinstance(dataset, Dataset) and len(dataset) == 0:
-        raise ValueError("train_dataset is empty: RS-GRPO needs at least one prompt.")
-    columns = set(columns)
-    if needs_prompt and "prompt" not in columns:
-        raise ValueError(f"train_dataset needs a 'prompt' column; it has {sorted(columns)}.")
-    for func in reward_funcs:
-        missing = required_columns(func) - columns
-        if missing:
-            raise ValueError(
-                f"Reward function {getattr(func, '__name__', func)!r} needs dataset column(s) {sorted(missing)}, "
-                f"which train_dataset lacks; it has {sorted(columns)}."
-            )
 
 
 class RSGRPOTrainer(DynamicSamplingMixin, AdvantageGRPOTrainer):
@@ -84,7 +65,7 @@ class RSGRPOTrainer(DynamicSamplingMixin, AdvantageGRPOTrainer):
             raise TypeError(f"RSGRPOTrainer needs `args` to be an RSGRPOConfig, got {type(args).__name__}.")
         # Fail on bad data before the model is loaded or anything is generated.
         funcs = reward_funcs if isinstance(reward_funcs, list) else [] if reward_funcs is None else [reward_funcs]
-        _validate_train_dataset(train_dataset, funcs, needs_prompt=environment_factory is None)
+        validate_train_dataset(train_dataset, funcs, needs_prompt=environment_factory is None)
         columns = getattr(train_dataset, "column_names", None) or []
         if args.dynamic_sampling and {"image", "images"} & set(columns):
             raise ValueError(
