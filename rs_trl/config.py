@@ -58,8 +58,8 @@ class RSGRPOConfig(GRPOConfig):
         How each group's rewards become advantages: any name registered with `rs_trl.register_estimator`. Built in:
         `"rs_grpo"` (this paper, uses `risk_beta`), `"grpo"` (r − mean, TRL's), `"pass_at_k"` (Chen et al. 2025's
         analytic pass@k advantage, binary rewards only, uses `pass_k`), `"pkpo"` (Walder & Karkhanis 2025's
-        unbiased pass@k / max@k gradient with their k−1 baseline, uses `pass_k`). TRL's `scale_rewards` still
-        applies on top.
+        unbiased pass@k / max@k gradient with their k−1 baseline, uses `pass_k`), `"rloo"` (leave-one-out baseline)
+        and `"maxrl"` ((r − mean) / mean, non-negative rewards). TRL's `scale_rewards` still applies on top.
     pass_k (`int`, *optional*, defaults to `4`):
         The k of `"pass_at_k"` and `"pkpo"`: 1 <= k <= `num_generations` (k >= 2 for `"pkpo"`). Ignored otherwise.
         With `"pass_at_k"`, k = `num_generations` gives every group advantage 0 (each k-subset is the whole group).
@@ -147,7 +147,7 @@ class RSGRPOConfig(GRPOConfig):
         metadata={
             "help": "Advantage estimator, any name registered with rs_trl.register_estimator: 'rs_grpo' (risk_beta), "
             "'grpo' (r - mean), 'pass_at_k' (Chen et al. 2025, binary rewards, pass_k), 'pkpo' (Walder & Karkhanis "
-            "2025, pass_k)."
+            "2025, pass_k), 'rloo' (leave-one-out baseline), 'maxrl' ((r - mean) / mean)."
         },
     )
     pass_k: int = field(
