@@ -174,6 +174,12 @@ class RSGRPOTrainer(DynamicSamplingMixin, AdvantageGRPOTrainer):
         abs_adv = advantages.abs().view(-1, group_size).sum(dim=1)
         low_solve_rate = (solve_rate < 0.5).float()
         total = abs_adv.sum().clamp(min=1e-12)
+        zero_variance = zero_variance_groups(rewards, group_size)
+        # Free pass@k from the training groups themselves: the unbiased estimator on each group's solved count.
+        ks = torch.tensor([1, group_size], device=rewards.device)
+        pass_at_1, pass_at_group_size = unbiased_pass_at_k(
+            solved.sum(1, keepdim=True), valid.sum(1, keepdim=True), ks
+        ).nanmean(dim=0)
         values = {
             "rs/abs_advantage_share_low_solve_rate": (abs_adv * low_solve_rate).sum() / total,
             "rs/abs_advantage_share_high_solve_rate": (abs_adv * (1 - low_solve_rate)).sum() / total,
@@ -181,15 +187,14 @@ class RSGRPOTrainer(DynamicSamplingMixin, AdvantageGRPOTrainer):
             "rs/solve_rate/median": solve_rate.median(),
             "rs/frac_groups_all_solved": (solve_rate == 1).float().mean(),
             "rs/frac_groups_none_solved": (solve_rate == 0).float().mean(),
-            "rs/frac_zero_variance_groups": zero_variance_groups(rewards, group_size).float().mean(),
+            "rs/frac_zero_variance_groups": zero_variance.float().mean(),
             "rs/advantage/max": advantages.max(),
             "rs/advantage/min": advantages.min(),
-            # Free pass@k from the training groups themselves: the unbiased estimator on each group's solved count.
-            "rs/pass@1": unbiased_pass_at_k(solved.sum(1), valid.sum(1), 1).nanmean(),
-            f"rs/pass@{group_size}": unbiased_pass_at_k(solved.sum(1), valid.sum(1), group_size).nanmean(),
+            "rs/pass@1": pass_at_1,
+            f"rs/pass@{group_size}": pass_at_group_size,
         }
         if isinstance(beta, torch.Tensor):  # adaptive: its distribution over the groups that carry a signal
-            informative = beta[~zero_variance_groups(rewards, group_size)]
+            informative = beta[~zero_variance]
             if informative.numel():
                 values |= {
                     "rs/beta/mean": informative.mean(),
