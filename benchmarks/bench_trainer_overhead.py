@@ -4,11 +4,16 @@ Runs of the two trainers alternate (and swap order each round) so machine noise 
 median step times is printed.
 Dynamic sampling is off here: this isolates the cost of the risk-sensitive advantage path.
 
-    python benchmarks/bench_trainer_overhead.py [--steps 30]
+    python benchmarks/bench_trainer_overhead.py [--steps 30] [--rounds 3] [--profile]
+
+`--profile` also prints, from cProfile over one more RSGRPOTrainer run, the milliseconds per step spent in rs_trl's
+own per-step work: the advantage (`compute_advantages`) and the `rs/` metrics and reward health (`on_batch_scored`).
 """
 
 import argparse
+import cProfile
 import os
+import pstats
 import statistics
 import tempfile
 import time
@@ -65,6 +70,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=3, help="alternating runs of each trainer")
+    parser.add_argument("--profile", action="store_true", help="also profile rs_trl's own per-step work")
     options = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = str(build_tiny_model(os.path.join(tmp, "model")))
@@ -88,6 +94,20 @@ def main():
     print(f"GRPOTrainer   median step: {grpo_median * 1e3:.1f} ms over {len(grpo)} steps")
     print(f"RSGRPOTrainer median step: {rs_median * 1e3:.1f} ms over {len(rs)} steps")
     print(f"overhead ratio (RS-GRPO / GRPO): {rs_median / grpo_median:.3f}  (target <= 1.03)")
+    if options.profile:
+        profile_own_work(options.steps)
+
+
+def profile_own_work(steps: int):
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = str(build_tiny_model(os.path.join(tmp, "model")))
+        profiler = cProfile.Profile()
+        profiler.enable()
+        run(RSGRPOTrainer, RSGRPOConfig, model_dir, tmp, steps, risk_beta=2.0, dynamic_sampling=False)
+        profiler.disable()
+    cumulative = {name: stat[3] for (_, _, name), stat in pstats.Stats(profiler).stats.items()}
+    for hook in ("compute_advantages", "on_batch_scored"):
+        print(f"{hook}: {cumulative[hook] / steps * 1e3:.2f} ms per step (cProfile, {steps} steps)")
 
 
 if __name__ == "__main__":
