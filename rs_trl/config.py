@@ -5,11 +5,7 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig
 
-from .estimators import estimator_spec
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+from .estimators import estimator_spec, is_integer, is_number
 
 
 @dataclass
@@ -176,11 +172,11 @@ class RSGRPOConfig(GRPOConfig):
     risk_beta_max: float = field(default=8.0, metadata={"help": "'adaptive' β: the cap on each group's β."})
 
     def __post_init__(self):
-        if not _is_number(self.risk_beta) or not math.isfinite(self.risk_beta):
+        if not is_number(self.risk_beta) or not math.isfinite(self.risk_beta):
             raise ValueError(f"risk_beta must be a finite float, got {self.risk_beta!r}.")
         self.risk_beta = float(self.risk_beta)
         rounds = self.dynamic_sampling_max_rounds
-        if not (_is_number(rounds) and float(rounds).is_integer() and rounds >= 0):
+        if not is_integer(rounds, 0):
             raise ValueError(f"dynamic_sampling_max_rounds must be an integer >= 0, got {rounds!r}.")
         self.dynamic_sampling_max_rounds = int(rounds)
         if self.dynamic_sampling_on_exhaustion not in ("pad", "error"):
@@ -189,10 +185,10 @@ class RSGRPOConfig(GRPOConfig):
                 f"got {self.dynamic_sampling_on_exhaustion!r}."
             )
         timeout = self.reward_timeout
-        if timeout is not None and not (_is_number(timeout) and math.isfinite(timeout) and timeout > 0):
+        if timeout is not None and not (is_number(timeout) and math.isfinite(timeout) and timeout > 0):
             raise ValueError(f"reward_timeout must be a positive number of seconds or None, got {timeout!r}.")
         patience = self.reward_failure_patience
-        if not (_is_number(patience) and float(patience).is_integer() and patience >= 1):
+        if not is_integer(patience, 1):
             raise ValueError(f"reward_failure_patience must be an integer >= 1, got {patience!r}.")
         self.reward_failure_patience = int(patience)
         super().__post_init__()

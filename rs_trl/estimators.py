@@ -405,13 +405,13 @@ def estimator_params(config, rewards: torch.Tensor, step: int, total_steps: int)
     return estimator_spec(config.advantage_estimator).params(config, rewards, step, total_steps)
 
 
-def _is_integer(value, smallest: int) -> bool:
-    return (
-        isinstance(value, (int, float))
-        and not isinstance(value, bool)
-        and float(value).is_integer()
-        and value >= smallest
-    )
+def is_number(value) -> bool:
+    """A real number given as such (not a bool, not a string): what config checks accept."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def is_integer(value, smallest: int) -> bool:
+    return is_number(value) and float(value).is_integer() and value >= smallest
 
 
 def _rs_grpo_params(config, rewards, step, total_steps) -> dict:
@@ -429,18 +429,18 @@ def _validate_rs_grpo(config) -> None:
         )
     if config.risk_beta_schedule in ("linear", "cosine"):
         end = config.risk_beta_end
-        if not (isinstance(end, (int, float)) and not isinstance(end, bool) and math.isfinite(end)):
+        if not (is_number(end) and math.isfinite(end)):
             raise ValueError(
                 f"risk_beta_end must be a finite float for a {config.risk_beta_schedule} schedule, got {end!r}."
             )
     steps = config.risk_beta_schedule_steps
-    if steps is not None and not _is_integer(steps, 1):
+    if steps is not None and not is_integer(steps, 1):
         raise ValueError(f"risk_beta_schedule_steps must be an integer >= 1 or None, got {steps!r}.")
     target = config.risk_beta_target_ess
-    if not (isinstance(target, (int, float)) and not isinstance(target, bool) and 0 < target <= 1):
+    if not (is_number(target) and 0 < target <= 1):
         raise ValueError(f"risk_beta_target_ess must be a fraction in (0, 1], got {target!r}.")
     cap = config.risk_beta_max
-    if not (isinstance(cap, (int, float)) and not isinstance(cap, bool) and math.isfinite(cap) and cap > 0):
+    if not (is_number(cap) and math.isfinite(cap) and cap > 0):
         raise ValueError(f"risk_beta_max must be a finite float > 0, got {cap!r}.")
 
 
@@ -462,7 +462,7 @@ def _pass_k_params(config, rewards, step, total_steps) -> dict:
 
 def _pass_k_validator(smallest: int):
     def validate(config) -> None:
-        if not _is_integer(config.pass_k, smallest):
+        if not is_integer(config.pass_k, smallest):
             raise ValueError(f"pass_k must be an integer >= {smallest}, got {config.pass_k!r}.")
         if config.pass_k > config.num_generations:
             raise ValueError(f"pass_k ({config.pass_k}) must be <= num_generations ({config.num_generations}).")
