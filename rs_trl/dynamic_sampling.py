@@ -290,8 +290,9 @@ class DynamicSamplingMixin:
         if padded and self.args.dynamic_sampling_on_exhaustion == "error":
             raise RuntimeError(
                 f"Dynamic sampling could not fill the batch after {len(rounds) - 1} extra generation rounds: "
-                f"{1 - informative / generated:.0%} of the {generated} groups generated for this step had zero "
-                f"reward variance (every completion of the prompt scored the same), and {padded} groups are missing. "
+                f"{1 - informative / generated:.0%} of the {generated} groups generated for this step carried no "
+                "learning signal (a zero advantage for every completion; with rs_grpo or grpo: every completion of "
+                f"the prompt scored the same), and {padded} groups are missing. "
                 "Raise dynamic_sampling_max_rounds, use prompts of more suitable difficulty, set "
                 "dynamic_sampling_on_exhaustion='pad', or set dynamic_sampling=False."
             )
