@@ -29,7 +29,8 @@ class RSGRPOTrainer(DynamicSamplingMixin, AdvantageGRPOTrainer):
     The one change w.r.t. GRPOTrainer is the advantage: `(1/β)(exp(β r_i) / mean_j exp(β r_j) - 1)` per group
     instead of `r_i - mean_j r_j`, plus DAPO dynamic sampling and reward fault isolation. It takes exactly
     GRPOTrainer's arguments; `args` must be an [`RSGRPOConfig`]. With `risk_beta=0` and `dynamic_sampling=False` it
-    trains exactly as GRPOTrainer does.
+    trains exactly as GRPOTrainer does on the same settings (the defaults of `scale_rewards` and `epsilon_high`
+    differ from TRL's: see [`RSGRPOConfig`]).
     """
 
     _tag_names = ["trl", "grpo", "rs-grpo"]
@@ -156,7 +157,7 @@ class RSGRPOTrainer(DynamicSamplingMixin, AdvantageGRPOTrainer):
                     "from scratch without it, or pass the path of a checkpoint."
                 )
         if resume_from_checkpoint:
-            # The file names Trainer._save_rng_state and our _save_checkpoint write.
+            # The file names Trainer._save_rng_state and DynamicSamplingMixin.save_extra_state write.
             rng_file = f"rng_state_{self.args.process_index}.pth" if self.args.world_size > 1 else "rng_state.pth"
             dynamic_sampling_file = DYNAMIC_SAMPLING_STATE if self.dynamic_sampler is not None else None
             check_resumable(resume_from_checkpoint, rng_file, dynamic_sampling_file)
