@@ -13,13 +13,13 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, ProcessorMixi
 from trl.trainer.grpo_trainer import EnvironmentFactory, RewardFunc, RolloutFunc
 from trl.trainer.utils import get_config_model_id, is_async_callable
 
-from .advantages import zero_variance_groups
 from .checkpoints import check_resumable, last_complete_checkpoint
 from .config import RSGRPOConfig
 from .dynamic_sampling import DYNAMIC_SAMPLING_STATE, DynamicSamplingMixin
-from .estimators import estimator_params, group_advantages, unbiased_pass_at_k
+from .estimators import estimator_params, group_advantages
 from .model_card import PAPER, add_rs_grpo_section, is_hub_id, name_local_base_model
 from .reward_guard import TALLY_FIELDS, RewardHealth, guard_reward_function, validate_train_dataset
+from .risk_metrics import risk_metrics
 from .trl_bridge import AdvantageGRPOTrainer
 
 
@@ -129,7 +129,7 @@ class RSGRPOTrainer(DynamicSamplingMixin, AdvantageGRPOTrainer):
         return group_advantages(rewards, group_size, args.advantage_estimator, **params), params
 
     def on_batch_scored(self, mode: str, rewards, advantages, info: dict, group_size: int):
-        self._log_risk_metrics(mode, rewards, advantages, info.get("beta"), group_size)
+        self.log_metrics(mode, risk_metrics(rewards, advantages, info.get("beta"), group_size))
         if mode == "train":
             self._reward_health.end_step(self._reward_errors)
 
@@ -163,47 +163,3 @@ class RSGRPOTrainer(DynamicSamplingMixin, AdvantageGRPOTrainer):
             check_resumable(resume_from_checkpoint, rng_file, dynamic_sampling_file)
             self.accelerator.print(f"Resuming from {resume_from_checkpoint}.")
         return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
-
-    def _log_risk_metrics(self, mode: str, rewards: torch.Tensor, advantages: torch.Tensor, beta, group_size: int):
-        """`rs/` metrics: where the update's weight goes, and how solved each prompt is."""
-        grouped = rewards.view(-1, group_size)
-        best, worst = rewards.nan_to_num(-torch.inf).max(), rewards.nan_to_num(torch.inf).min()
-        valid = ~torch.isnan(grouped)
-        # "Solved" = reached the batch's best reward, when that beats its worst (for 0/1 rewards: correct).
-        solved = (grouped == best) & valid & (best > worst)
-        solve_rate = solved.sum(1) / valid.sum(1).clamp(min=1)
-        abs_adv = advantages.abs().view(-1, group_size).sum(dim=1)
-        low_solve_rate = (solve_rate < 0.5).float()
-        total = abs_adv.sum().clamp(min=1e-12)
-        zero_variance = zero_variance_groups(rewards, group_size)
-        # Free pass@k from the training groups themselves: the unbiased estimator on each group's solved count.
-        ks = torch.tensor([1, group_size], device=rewards.device)
-        pass_at_1, pass_at_group_size = unbiased_pass_at_k(
-            solved.sum(1, keepdim=True), valid.sum(1, keepdim=True), ks
-        ).nanmean(dim=0)
-        values = {
-            "rs/abs_advantage_share_low_solve_rate": (abs_adv * low_solve_rate).sum() / total,
-            "rs/abs_advantage_share_high_solve_rate": (abs_adv * (1 - low_solve_rate)).sum() / total,
-            "rs/solve_rate/mean": solve_rate.mean(),
-            "rs/solve_rate/median": solve_rate.median(),
-            "rs/frac_groups_all_solved": (solve_rate == 1).float().mean(),
-            "rs/frac_groups_none_solved": (solve_rate == 0).float().mean(),
-            "rs/frac_zero_variance_groups": zero_variance.float().mean(),
-            "rs/advantage/max": advantages.max(),
-            "rs/advantage/min": advantages.min(),
-            "rs/pass@1": pass_at_1,
-            f"rs/pass@{group_size}": pass_at_group_size,
-        }
-        if isinstance(beta, torch.Tensor):  # adaptive: its distribution over the groups that carry a signal
-            informative = beta[~zero_variance]
-            if informative.numel():
-                values |= {
-                    "rs/beta/mean": informative.mean(),
-                    "rs/beta/min": informative.min(),
-                    "rs/beta/median": informative.median(),
-                    "rs/beta/max": informative.max(),
-                }
-        elif beta is not None:
-            values["rs/beta"] = torch.tensor(beta, device=advantages.device)
-        # One device-to-host copy for all of them.
-        self.log_metrics(mode, dict(zip(values, torch.stack([v.float() for v in values.values()]).tolist())))
