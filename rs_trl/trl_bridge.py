@@ -37,7 +37,9 @@ _RELOGGED_BY_REPLAY = ("reward", "reward_std", "frac_reward_zero_std", "rewards/
 class AdvantageGRPOTrainer(GRPOTrainer):
     """[`~trl.GRPOTrainer`] whose group advantage is a method, `compute_advantages`; everything else is TRL's.
 
-    With the default hook (GRPO's `r - mean`) it trains exactly as GRPOTrainer does. Subclasses override:
+    With the default hook (GRPO's `r - group mean`) it trains exactly as GRPOTrainer does under TRL's default
+    `multi_objective_aggregation="sum_then_normalize"`; under `"normalize_then_sum"` TRL centres on the batch mean,
+    which equals the group mean up to round-off when every sample is scored. Subclasses override:
     - `compute_advantages(rewards, group_size) -> (advantages, info)`: the advantage before TRL's std scaling;
     - `on_rewards(rewards_per_func)`: every reward round's gathered rewards (faults, health checks);
     - `on_batch_scored(mode, rewards, advantages, info, group_size)`: once per batch that reaches the loss or eval;
