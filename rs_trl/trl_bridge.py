@@ -199,12 +199,15 @@ class AdvantageGRPOTrainer(GRPOTrainer):
         ]
         generated = _concat_outputs([group["outputs"] for group in groups])
         trl_pass = _TRLPass(generated=generated, rewards_per_func=rewards_per_func)
-        # Environments already ran (and were reset) in the scout rounds: their prompts are in `inputs` now.
-        factories, self.environment_factories = self.environment_factories, None
+        # Environments already ran (and were reset) in the scout rounds: their prompts are in `inputs` now. TRL
+        # draws environments when `environment_factories` is set and resets whatever `environments` holds (the last
+        # scout round's), so both are cleared for the replay.
+        saved = self.environment_factories, self.environments
+        self.environment_factories = self.environments = None
         try:
             batch = self._scored_pass(inputs, self.num_generations, trl_pass)
         finally:
-            self.environment_factories = factories
+            self.environment_factories, self.environments = saved
         self._log_completion_lengths(batch)
         return batch
 

@@ -114,3 +114,62 @@ def test_dynamic_sampling_works_with_the_plain_grpo_hook(tiny_model_dir, tmp_pat
     assert all(group.abs().sum() > 0 for group in groups)
     generated = sum(e["dynamic_sampling/groups_generated"] for e in trainer.state.log_history if "loss" in e)
     assert generated > len(groups)  # constant groups were generated and dropped
+
+
+class ResetCountingEnvironment:
+    """A sandbox-like environment that counts every `reset` TRL makes and records what each reset was for."""
+
+    resets = []
+
+    def reset(self, **kwargs):
+        ResetCountingEnvironment.resets.append(kwargs.get("qid"))
+        return " Observation."
+
+
+def test_environments_see_one_reset_per_generated_rollout_under_dynamic_sampling(
+    tiny_model_dir, tool_tokenizer_dir, tmp_path, monkeypatch
+):
+    """Refill rounds really happen (half the prompts score constantly); every rollout generated resets its
+    environment once, as TRL would, and the replay of the kept groups resets none (nor appends a second
+    observation to their prompts)."""
+    monkeypatch.setenv("TRL_EXPERIMENTAL_SILENCE", "1")
+    ResetCountingEnvironment.resets = []
+
+    def even_prompts_constant(completions, qid, **kwargs):
+        return [1.0 if q % 2 == 0 else float(sum(map(ord, str(c))) % 97) for c, q in zip(completions, qid)]
+
+    dataset = Dataset.from_dict(
+        {"prompt": [[{"role": "user", "content": f"Question {i} :"}] for i in range(32)], "qid": list(range(32))}
+    )
+    args = cpu_args(tmp_path, max_steps=3, dynamic_sampling_max_rounds=20)
+    trainer = recording_loss(RSGRPOTrainer)(
+        model=tiny_model_dir,
+        reward_funcs=even_prompts_constant,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tool_tokenizer_dir,
+        environment_factory=ResetCountingEnvironment,
+    )
+    trainer.train()
+    logged = [entry for entry in trainer.state.log_history if "dynamic_sampling/groups_generated" in entry]
+    generated_rollouts = sum(entry["dynamic_sampling/groups_generated"] for entry in logged) * args.num_generations
+    assert generated_rollouts > 3 * args.generation_batch_size  # refills happened
+    assert len(ResetCountingEnvironment.resets) == generated_rollouts
+    trained_prompts = [p for batch in trainer.loss_batches for p in batch["prompt_ids"].tolist()]
+    observation = tool_tokenizer_dir(" Observation.", add_special_tokens=False)["input_ids"]
+    for prompt in trained_prompts:
+        text = [token for token in prompt if token != tool_tokenizer_dir.pad_token_id]
+        occurrences = sum(text[i : i + len(observation)] == observation for i in range(len(text)))
+        assert occurrences == 1
+
+
+@pytest.fixture
+def tool_tokenizer_dir(tiny_model_dir):
+    """The tiny model's tokenizer with TRL's Qwen2.5 chat template (TRL needs a tool-aware one for environments)."""
+    import importlib.resources
+
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tokenizer.chat_template = (importlib.resources.files("trl") / "chat_templates" / "qwen2_5.jinja").read_text()
+    return tokenizer

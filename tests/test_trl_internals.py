@@ -91,6 +91,7 @@ def test_dynamic_sampling_hooks():
         "old_per_token_logps, _, _ = self._get_per_token_logps_and_entropies(",
         "ref_per_token_logps, _, _ = self._get_per_token_logps_and_entropies(",
         "if self.environment_factories is not None:",
+        "if self.environments:",  # the replay clears both: TRL resets whatever `environments` holds
     ):
         assert needle in source, MOVED.format(f"`{needle}` no longer in _generate_and_score_completions")
     generate = inspect.getsource(GRPOTrainer._generate)
