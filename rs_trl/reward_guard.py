@@ -134,8 +134,12 @@ def guard_reward_function(reward_func, name: str, timeout: float | None, tally: 
     warned = set()
 
     @functools.wraps(reward_func)
-    def guarded(**kwargs):
-        num_samples = len(kwargs["prompts"])  # TRL always passes `prompts`; `completions` may be absent
+    def guarded(*args, **kwargs):
+        # TRL calls with keywords and always passes `prompts`; any other caller (a test, an environment's own
+        # reward, a user) gets exactly the function it wrapped: the guard never adds a failure mode.
+        if args or "prompts" not in kwargs:
+            return reward_func(*args, **kwargs)
+        num_samples = len(kwargs["prompts"])
         tally[(name, "calls")] += 1
         tally[(name, "samples")] += num_samples
         try:
@@ -230,9 +234,11 @@ class RewardHealth:
         self._scored_this_step = False
 
 
-def validate_train_dataset(dataset, reward_funcs, needs_prompt: bool):
+def validate_train_dataset(dataset, reward_funcs, needs_prompt: bool, rollout_fields: bool = False):
     """Errors TRL would only hit mid-step (or never), raised before the model loads: an empty dataset, no prompt
-    column, a reward function's required column missing. TRL's own checks stay TRL's."""
+    column, a reward function's required column missing. TRL's own checks stay TRL's. With a `rollout_func`
+    (`rollout_fields=True`) TRL also feeds rewards the rollout's extra fields, unknown until it runs, so reward
+    parameters are not checked against the columns: nothing TRL accepts is refused."""
     columns = getattr(dataset, "column_names", None)
     if columns is None:  # no dataset (TRL decides), or a stream whose columns are unknown until read
         return
@@ -241,7 +247,7 @@ def validate_train_dataset(dataset, reward_funcs, needs_prompt: bool):
     columns = set(columns)
     if needs_prompt and "prompt" not in columns:
         raise ValueError(f"train_dataset needs a 'prompt' column; it has {sorted(columns)}.")
-    for func in reward_funcs:
+    for func in [] if rollout_fields else reward_funcs:
         missing = required_columns(func) - columns
         if missing:
             raise ValueError(

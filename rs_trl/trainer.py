@@ -66,7 +66,9 @@ class RSGRPOTrainer(DynamicSamplingMixin, AdvantageGRPOTrainer):
             raise TypeError(f"RSGRPOTrainer needs `args` to be an RSGRPOConfig, got {type(args).__name__}.")
         # Fail on bad data before the model is loaded or anything is generated.
         funcs = reward_funcs if isinstance(reward_funcs, list) else [] if reward_funcs is None else [reward_funcs]
-        validate_train_dataset(train_dataset, funcs, needs_prompt=environment_factory is None)
+        validate_train_dataset(
+            train_dataset, funcs, needs_prompt=environment_factory is None, rollout_fields=rollout_func is not None
+        )
         columns = getattr(train_dataset, "column_names", None) or []
         if args.dynamic_sampling and {"image", "images"} & set(columns):
             raise ValueError(

@@ -352,3 +352,37 @@ def test_mixed_environments_train_like_trl(tiny_model_dir, tool_tokenizer, tmp_p
     )
     trainer.train()
     assert trainer.state.global_step == 2
+
+
+def test_reward_reading_a_rollout_field_trains_like_trl(tiny_model_dir, tmp_path):
+    """TRL forwards a `rollout_func`'s extra fields to the reward functions: a reward that needs one is accepted."""
+
+    def rollout(prompts, trainer):
+        tokenizer = trainer.processing_class
+        prompt_ids = [tokenizer(prompt, add_special_tokens=False)["input_ids"] for prompt in prompts]
+        completion_ids = [[5 + i % 7, 9, tokenizer.eos_token_id] for i in range(len(prompts))]
+        return {
+            "prompt_ids": prompt_ids,
+            "completion_ids": completion_ids,
+            "logprobs": [[-1.0] * len(ids) for ids in completion_ids],
+            "env_score": [float(i % 3) for i in range(len(prompts))],
+        }
+
+    seen = []
+
+    def env_score_reward(completions, env_score, **kwargs):
+        seen.extend(env_score)
+        return env_score
+
+    for dynamic_sampling in (False, True):
+        args = cpu_training_args(tmp_path / str(dynamic_sampling), dynamic_sampling=dynamic_sampling)
+        trainer = RSGRPOTrainer(
+            model=tiny_model_dir,
+            reward_funcs=env_score_reward,
+            args=args,
+            train_dataset=math_dataset(),
+            rollout_func=rollout,
+        )
+        trainer.train()
+        assert trainer.state.global_step == 2
+    assert set(seen) == {0.0, 1.0, 2.0}

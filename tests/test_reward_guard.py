@@ -81,3 +81,23 @@ def test_environment_rewards_without_completions_keyword():
 
     guarded, _, _ = guard(get_reward)
     assert guarded(prompts=["p", "q"], environments=[object(), object()]) == [1.0, 1.0]
+
+
+def test_called_outside_trl_the_guard_is_the_function_itself():
+    """Without TRL's `prompts` keyword (or with positional arguments) the wrapped function runs exactly as written:
+    its result and its exceptions are its own, and nothing is counted."""
+
+    def lengths(completions, **kwargs):
+        return [float(len(c)) for c in completions]
+
+    def fails(completions, **kwargs):
+        raise KeyError("state")
+
+    guarded, tally, _ = guard(lengths)
+    assert guarded(completions=["ab", "c"]) == [2.0, 1.0]
+    assert guarded(["ab", "c"]) == [2.0, 1.0]
+    assert not tally
+    guarded_failure, tally, _ = guard(fails)
+    with pytest.raises(KeyError, match="state"):
+        guarded_failure(completions=["a"])
+    assert not tally
