@@ -29,7 +29,9 @@ class RSGRPOConfig(GRPOConfig):
         functions and ignoring unscorable samples) and refill the generation batch with fresh prompts until every
         process has its full batch of informative groups. Needs whole groups per process.
     dynamic_sampling_max_rounds (`int`, *optional*, defaults to `8`):
-        Extra generation rounds allowed per generation step. Each round generates only the missing groups.
+        Extra generation rounds allowed per generation step. Each round generates only the missing groups. A step
+        that has found no informative group at all stops after one extra round (after none when the previous step
+        found none either), with a warning: see docs/dynamic-sampling.md.
     dynamic_sampling_on_exhaustion (`str`, *optional*, defaults to `"pad"`):
         What to do when the batch is still short after `dynamic_sampling_max_rounds`: `"pad"` fills it with
         dropped (zero-advantage) groups and logs `dynamic_sampling/padded_groups`; `"error"` stops training with

@@ -19,6 +19,7 @@ The sampler's "zero-variance" counts (and metric names) mean these groups.
 
 import itertools
 import json
+import logging
 import math
 import os
 
@@ -27,6 +28,8 @@ from accelerate.utils import gather_object
 from datasets import IterableDataset
 
 from .advantages import zero_variance_groups
+
+logger = logging.getLogger(__name__)
 
 # Cap on the estimated zero-variance rate used for sizing rounds: a pessimistic estimate must not make one round
 # absurdly large (at 0.8 a round holds at most about 5x the missing groups, plus the margin).
@@ -65,6 +68,8 @@ class DynamicSampler:
         self.zero_variance_rate = 0.0  # no evidence yet: the first step generates no extra groups
         self._informative = []  # per round: [processes, groups] bool
         self._zero_variance = []
+        self.previous_step_empty = False  # the previous step found no informative group at all
+        self.stopped_early = False  # this step gave up refilling because nothing informative turned up
 
     @property
     def quota(self) -> int:
@@ -73,6 +78,7 @@ class DynamicSampler:
     def start_step(self) -> int:
         """Begin a generation step; returns the extra refill groups per process to add to the main round."""
         self._informative, self._zero_variance = [], []
+        self.stopped_early = False
         predicted = groups_to_generate(self.quota, self.zero_variance_rate, self.num_processes)
         return max(predicted - self.groups_per_process, 0)
 
@@ -83,6 +89,13 @@ class DynamicSampler:
         self._zero_variance.append(zero_variance)
         missing = self.quota - self.informative_groups
         if missing <= 0 or len(self._informative) > self.max_rounds:
+            return 0
+        # Nothing informative at all: refills are unlikely to fill the batch (the prompts are too hard or too easy
+        # for the policy, or the reward is constant), and each round costs a whole generation pass. Give it one
+        # refill round, none when the previous step found nothing either, so such steps cost <= 2 rounds and a
+        # run of them about 1 round per step.
+        if self.informative_groups == 0 and (self.previous_step_empty or len(self._informative) >= 2):
+            self.stopped_early = True
             return 0
         return groups_to_generate(missing, self.zero_variance_rate, self.num_processes)
 
@@ -113,6 +126,7 @@ class DynamicSampler:
             self.zero_variance_rate = observed
         else:
             self.zero_variance_rate += _ESTIMATE_MOMENTUM * (observed - self.zero_variance_rate)
+        self.previous_step_empty = self.informative_groups == 0
         informative = self._assign(self._informative, [[] for _ in range(self.num_processes)])
         padding = self.quota - sum(len(groups) for groups in informative)
         return self._assign(self._zero_variance, informative), padding
@@ -139,11 +153,16 @@ class DynamicSampler:
         return assigned
 
     def state_dict(self) -> dict:
-        return {"refill": self.refill.state_dict(), "zero_variance_rate": self.zero_variance_rate}
+        return {
+            "refill": self.refill.state_dict(),
+            "zero_variance_rate": self.zero_variance_rate,
+            "previous_step_empty": self.previous_step_empty,
+        }
 
     def load_state_dict(self, state: dict):
         self.refill.load_state_dict(state["refill"])
         self.zero_variance_rate = state["zero_variance_rate"]
+        self.previous_step_empty = state.get("previous_step_empty", False)  # absent in checkpoints before it
 
 
 class RefillSampler:
@@ -250,6 +269,7 @@ class DynamicSamplingMixin:
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.dynamic_sampler = None
+        self._warned_nothing_informative = False
         if self.args.dynamic_sampling:
             # Its own seeded pass over the training set (TRL's placeholder rows when an environment owns the data),
             # so refills never disturb the main dataloader's order.
@@ -286,6 +306,17 @@ class DynamicSamplingMixin:
                 silent_unequal += int((silent & ~zero_variance_groups(rewards, group_size)).sum())
                 round_inputs = self._refill_inputs(sampler.observe(silent.view(num_processes, -1).cpu()))
         generated, informative = sampler.generated_groups, sampler.informative_groups
+        if sampler.stopped_early and not self._warned_nothing_informative:
+            self._warned_nothing_informative = True
+            logger.warning(
+                "Dynamic sampling found no group with a learning signal among the %d generated for this step (every "
+                "group's advantage is zero: e.g. every completion wrong, or every one right, or a constant reward), "
+                "so it stopped refilling early instead of running up to dynamic_sampling_max_rounds=%d, and pads the "
+                "batch. Such steps teach nothing: use prompts of more suitable difficulty, check the reward "
+                "function, or set dynamic_sampling=False. This warning is shown once.",
+                generated,
+                self.args.dynamic_sampling_max_rounds,
+            )
         assignment, padded = sampler.finish_step()
         if padded and self.args.dynamic_sampling_on_exhaustion == "error":
             raise RuntimeError(

@@ -119,7 +119,8 @@ def test_exhaustion_error_names_the_zero_variance_fraction(tiny_model_dir, tmp_p
     )
     trainer.model.train()
     inputs = [row for row in numbered_prompts().select(range(2)) for _ in range(4)]
-    with pytest.raises(RuntimeError, match=r"after 2 extra generation rounds: 100% of the 6 groups"):
+    # Nothing informative: one refill round, not all of dynamic_sampling_max_rounds, then the error.
+    with pytest.raises(RuntimeError, match=r"after 1 extra generation rounds: 100% of the 4 groups"):
         trainer._generate_and_score_completions(inputs)
 
 
@@ -129,7 +130,45 @@ def test_exhaustion_pad_fills_with_zero_advantage_groups(tiny_model_dir, tmp_pat
     metrics = [h for h in trainer.state.log_history if "dynamic_sampling/padded_groups" in h]
     assert metrics and all(h["dynamic_sampling/padded_groups"] == 2 for h in metrics)
     assert metrics[0]["dynamic_sampling/groups_generated"] == 4  # 2 groups + 2 refilled (no estimate yet), no more
-    assert all(h["dynamic_sampling/rounds"] == 1 for h in metrics)
+    # The first step found nothing informative, so the next one does not refill at all.
+    assert [h["dynamic_sampling/rounds"] for h in metrics] == [1, 0]
+
+
+def test_nothing_informative_costs_at_most_one_extra_round_then_none():
+    sampler = DynamicSampler(RefillSampler(1000, seed=0), num_processes=2, groups_per_process=4, max_rounds=8)
+    rounds = []
+    for _ in range(10):
+        size = sampler.start_step() + 4
+        count = 0
+        while size:
+            count += 1
+            size = sampler.observe(torch.ones(2, size, dtype=torch.bool))
+        assert sampler.stopped_early
+        sampler.finish_step()
+        rounds.append(count)
+    assert rounds == [2] + [1] * 9  # max_rounds=8 would allow 9 a step
+    # One informative group is evidence enough to refill as before, even after empty steps.
+    sampler.start_step()
+    assert sampler.previous_step_empty
+    assert sampler.observe(torch.tensor([[True, True, True, False], [True, True, True, True]])) > 0
+    assert not sampler.stopped_early
+
+
+def test_an_all_zero_variance_run_costs_at_most_1_5_rounds_per_step(tiny_model_dir, tmp_path, caplog):
+    """Counted from outside: reward calls, one per generation round (dynamic_sampling_max_rounds at its default)."""
+    calls = []
+
+    def constant_and_counted(completions, **kwargs):
+        calls.append(len(completions))
+        return [0.0] * len(completions)
+
+    trainer = make_trainer(tiny_model_dir, tmp_path, constant_and_counted, max_steps=6)
+    with caplog.at_level("WARNING", logger="rs_trl.dynamic_sampling"):
+        trainer.train()
+    generation_steps = trainer.state.global_step  # steps_per_generation = 1 here
+    assert len(calls) / generation_steps <= 1.5
+    warnings = [r for r in caplog.records if "stopped refilling early" in r.getMessage()]
+    assert len(warnings) == 1 and "dynamic_sampling_max_rounds=8" in warnings[0].getMessage()
 
 
 @pytest.mark.parametrize(
