@@ -45,10 +45,12 @@ class RSGRPOConfig(GRPOConfig):
         never moved to another thread, so signal-based code such as Math-Verify keeps working. A call that raises or
         times out leaves its samples unscored (advantage 0) and is counted in `rewards/<name>/faults_*`; training
         goes on.
-    reward_failure_patience (`int`, *optional*, defaults to `3`):
+    reward_failure_patience (`int` or `None`, *optional*, defaults to `3`):
         Generation steps in a row in which a reward function failed on every call, or in which no sample got a
         reward from any function, before training stops with an error naming the cause. A failure shorter than
-        this is a fault: its samples are left unscored and training goes on.
+        this is a fault: its samples are left unscored and training goes on. `None` never stops (it warns each
+        step), which is TRL's behaviour when no sample gets a reward: the one difference from `GRPOTrainer` at
+        `risk_beta=0` that TRL's values for the fields below do not remove.
 
     > Parameters that choose the advantage estimator and vary β
 
@@ -121,11 +123,11 @@ class RSGRPOConfig(GRPOConfig):
             "Enforced with a SIGALRM timer on the main thread; the call itself stays where TRL makes it."
         },
     )
-    reward_failure_patience: int = field(
+    reward_failure_patience: int | None = field(
         default=3,
         metadata={
             "help": "Generation steps in a row in which a reward function failed on every call (or no sample got any "
-            "reward) before training stops with an error."
+            "reward) before training stops with an error. None: never stop, only warn (TRL's behaviour)."
         },
     )
     scale_rewards: str = field(
@@ -190,9 +192,9 @@ class RSGRPOConfig(GRPOConfig):
         if timeout is not None and not (is_number(timeout) and math.isfinite(timeout) and timeout > 0):
             raise ValueError(f"reward_timeout must be a positive number of seconds or None, got {timeout!r}.")
         patience = self.reward_failure_patience
-        if not is_integer(patience, 1):
-            raise ValueError(f"reward_failure_patience must be an integer >= 1, got {patience!r}.")
-        self.reward_failure_patience = int(patience)
+        if patience is not None and not is_integer(patience, 1):
+            raise ValueError(f"reward_failure_patience must be an integer >= 1 or None, got {patience!r}.")
+        self.reward_failure_patience = None if patience is None else int(patience)
         super().__post_init__()
         if self.scale_rewards not in ("none", "group", "batch"):
             raise ValueError(f"scale_rewards must be one of 'none', 'group', 'batch', got {self.scale_rewards!r}.")
@@ -216,3 +218,22 @@ class RSGRPOConfig(GRPOConfig):
                 f"it has no effect on {self.advantage_estimator!r}. Set risk_beta_schedule='constant'."
             )
         spec.validate(self)
+
+
+def differences_from_grpo_config(config: RSGRPOConfig) -> dict[str, tuple]:
+    """{field: (value here, GRPOConfig's default)} for the fields whose default RSGRPOConfig changes and whose value
+    still differs from TRL's, plus the RS-GRPO settings that make training differ from TRL's GRPO at all."""
+    ours, theirs = RSGRPOConfig.__dataclass_fields__, GRPOConfig.__dataclass_fields__
+    redefaulted = [name for name in theirs if ours[name].default != theirs[name].default]
+    differences = {
+        name: (getattr(config, name), theirs[name].default)
+        for name in redefaulted
+        if getattr(config, name) != theirs[name].default
+    }
+    if config.dynamic_sampling:
+        differences["dynamic_sampling"] = (True, "no such option")
+    if config.advantage_estimator != "grpo" and not (
+        config.advantage_estimator == "rs_grpo" and config.risk_beta == 0
+    ):
+        differences["advantage_estimator"] = (config.advantage_estimator, "GRPO's r - mean")
+    return differences

@@ -173,12 +173,12 @@ class RewardHealth:
 
     Args:
         names: reward function names, in `TALLY_FIELDS` row order.
-        patience: consecutive generation steps of total failure that stop training.
+        patience: consecutive generation steps of total failure that stop training; None never stops.
     """
 
-    def __init__(self, names: list[str], patience: int):
+    def __init__(self, names: list[str], patience: int | None):
         self.names = names
-        self.patience = patience
+        self.patience = math.inf if patience is None else patience
         self._step = Counter()  # (name, field) -> total this step
         self._scored_this_step = False
         self._failed_steps = Counter()  # name -> consecutive steps in which every call failed

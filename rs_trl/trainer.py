@@ -4,6 +4,7 @@ that knows how TRL computes advantages, and `DynamicSamplingMixin` adds DAPO dyn
 Loss, generation, vLLM, PEFT, logging and checkpointing stay TRL's.
 """
 
+import logging
 from collections import Counter
 from pathlib import Path
 
@@ -14,13 +15,15 @@ from trl.trainer.grpo_trainer import EnvironmentFactory, RewardFunc, RolloutFunc
 from trl.trainer.utils import get_config_model_id, is_async_callable
 
 from .checkpoints import check_resumable, last_complete_checkpoint
-from .config import RSGRPOConfig
+from .config import RSGRPOConfig, differences_from_grpo_config
 from .dynamic_sampling import DYNAMIC_SAMPLING_STATE, DynamicSamplingMixin
 from .estimators import estimator_params, group_advantages
 from .model_card import PAPER, add_rs_grpo_section, is_hub_id, name_local_base_model
 from .reward_guard import TALLY_FIELDS, RewardHealth, guard_reward_function, validate_train_dataset
 from .risk_metrics import risk_metrics
 from .trl_bridge import AdvantageGRPOTrainer
+
+logger = logging.getLogger(__name__)
 
 
 class RSGRPOTrainer(DynamicSamplingMixin, AdvantageGRPOTrainer):
@@ -100,6 +103,14 @@ class RSGRPOTrainer(DynamicSamplingMixin, AdvantageGRPOTrainer):
             for func, name in zip(self.reward_funcs, self.reward_func_names)
         ]
         self._reward_health = RewardHealth(self.reward_func_names, args.reward_failure_patience)
+        differences = differences_from_grpo_config(args)
+        if differences and self.accelerator.is_main_process:
+            logger.warning(
+                "RSGRPOTrainer trains differently from TRL's GRPOTrainer with GRPOConfig's defaults in: %s. Set "
+                "them to TRL's values (risk_beta=0, dynamic_sampling=False, scale_rewards='group', "
+                "epsilon_high=None) to train exactly as GRPOTrainer does.",
+                ", ".join(f"{name}={ours!r} (TRL: {theirs!r})" for name, (ours, theirs) in differences.items()),
+            )
 
     def on_rewards(self, rewards_per_func: torch.Tensor):
         """Log this round's reward faults per function (`rewards/<name>/faults_<kind>`, samples summed over

@@ -123,6 +123,16 @@ def test_rewards_missing_for_every_sample_stop_training(tiny_model_dir, tmp_path
         trainer.train()
 
 
+def test_reward_failure_patience_none_warns_and_goes_on_like_trl(tiny_model_dir, tmp_path, caplog):
+    """TRL's behaviour when no sample gets a reward: a warning each step, and training goes on."""
+    args = cpu_training_args(tmp_path, max_steps=4, dynamic_sampling=False, reward_failure_patience=None)
+    trainer = RSGRPOTrainer(model=tiny_model_dir, reward_funcs=always_none, args=args, train_dataset=math_dataset())
+    with caplog.at_level("WARNING", logger="rs_trl.reward_guard"):
+        trainer.train()
+    assert trainer.state.global_step == 4
+    assert sum("No sample of this generation step got a reward" in r.getMessage() for r in caplog.records) == 4
+
+
 class Flaky:
     """Raises on its first call only, like a remote grader's hiccup."""
 

@@ -34,6 +34,7 @@ MISSING_MODEL = "/nonexistent/model-must-not-be-loaded"
         (dict(reward_timeout=0), "reward_timeout"),
         (dict(scale_rewards="std"), "scale_rewards"),
         (dict(reward_failure_patience=0), "reward_failure_patience"),
+        (dict(reward_failure_patience="never"), "reward_failure_patience"),
         (dict(reward_failure_patience=1.5), "reward_failure_patience"),
     ],
 )

@@ -5,7 +5,7 @@ import torch
 from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
 
-from rs_trl import RSGRPOTrainer
+from rs_trl import RSGRPOConfig, RSGRPOTrainer
 from rs_trl.dynamic_sampling import DynamicSamplingMixin
 from rs_trl.trl_bridge import AdvantageGRPOTrainer
 from tests.helpers import cpu_args
@@ -173,3 +173,56 @@ def tool_tokenizer_dir(tiny_model_dir):
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     tokenizer.chat_template = (importlib.resources.files("trl") / "chat_templates" / "qwen2_5.jinja").read_text()
     return tokenizer
+
+
+TRL_DEFAULTS_ON_CPU = dict(
+    use_cpu=True,
+    bf16=False,
+    max_completion_length=8,
+    max_steps=3,
+    logging_steps=1,
+    report_to="none",
+    learning_rate=1e-3,
+)
+
+
+def test_rs_grpo_at_beta_zero_with_trls_values_is_grpo_trainer_on_trls_defaults(tiny_model_dir, tmp_path, caplog):
+    """The drop-in claim, against TRL's own default `GRPOConfig()` (not a copy of ours): RSGRPOTrainer with
+    risk_beta=0, dynamic_sampling=False and TRL's values for the two defaults it changes gives GRPOTrainer's
+    advantages, losses and weights; and it names at start-up whatever still differs."""
+    dataset = Dataset.from_dict({"prompt": [f"Compute {i} + 7." for i in range(16)]})
+    trl_args = GRPOConfig(output_dir=str(tmp_path / "trl"), **TRL_DEFAULTS_ON_CPU)
+    rs_args = RSGRPOConfig(
+        output_dir=str(tmp_path / "rs"),
+        risk_beta=0.0,
+        dynamic_sampling=False,
+        scale_rewards="group",
+        epsilon_high=None,
+        **TRL_DEFAULTS_ON_CPU,
+    )
+    trainers = []
+    with caplog.at_level("WARNING", logger="rs_trl.trainer"):
+        for cls, args in ((GRPOTrainer, trl_args), (RSGRPOTrainer, rs_args)):
+            trainer = recording_loss(cls)(
+                model=tiny_model_dir, reward_funcs=text_reward, args=args, train_dataset=dataset
+            )
+            trainer.train()
+            trainers.append(trainer)
+    assert not [r for r in caplog.records if "trains differently" in r.getMessage()]
+    trl, rs = trainers
+    for ours, theirs in zip(rs.loss_batches, trl.loss_batches):
+        torch.testing.assert_close(ours["advantages"], theirs["advantages"], rtol=0, atol=1e-6)
+    for ours, theirs in zip(rs.model.parameters(), trl.model.parameters()):
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
+
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="rs_trl.trainer"):
+        RSGRPOTrainer(
+            model=tiny_model_dir,
+            reward_funcs=text_reward,
+            args=RSGRPOConfig(output_dir=str(tmp_path / "defaults"), **TRL_DEFAULTS_ON_CPU),
+            train_dataset=dataset,
+        )
+    [warning] = [r.getMessage() for r in caplog.records if "trains differently" in r.getMessage()]
+    for needle in ("scale_rewards='none' (TRL: 'group')", "epsilon_high=0.28 (TRL: None)", "dynamic_sampling=True"):
+        assert needle in warning
