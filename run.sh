@@ -36,7 +36,7 @@ fi
 
 export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}" TOKENIZERS_PARALLELISM=false
 case "$job" in
-  demo) exec rs-trl train "$@" ;;
+  demo) exec rs-trl demo "$@" ;;
   test) exec python -m pytest -q -p no:cacheprovider "$@" ;;
   test-vllm) exec python -m pytest -q -p no:cacheprovider tests/test_cluster.py -k vllm "$@" ;;
 esac

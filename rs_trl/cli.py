@@ -7,7 +7,12 @@ COMMANDS = {
     "train": (
         "rs_trl.train",
         "main",
-        "train with RS-GRPO (TrlParser; `--config recipe.yaml`, defaults to the offline demo)",
+        "train with RS-GRPO (TrlParser; `--config recipe.yaml` and/or --FIELD flags, as `trl grpo`)",
+    ),
+    "demo": (
+        "rs_trl.train",
+        "demo_main",
+        "the offline CPU demo: `rs-trl train` on the packaged recipe (SmolLM2-135M-Instruct, arithmetic)",
     ),
     "eval": ("rs_trl.evaluation", "main", "sample n completions per problem and report pass@k"),
     "compare": (

@@ -1,11 +1,13 @@
 """`rs-trl train`: train a model with RS-GRPO from a recipe YAML, TRL-style.
 
-    rs-trl train                                        # offline CPU demo (rs_trl/recipes_default/demo.yaml)
+    rs-trl demo                                         # offline CPU demo (rs_trl/recipes_default/demo.yaml)
     rs-trl train --config recipes/Qwen2.5-Math-7B/rs_grpo/config_math12k.yaml --learning_rate 2e-6
+    rs-trl train --model_name_or_path Qwen/Qwen2.5-Math-1.5B --dataset_name math12k   # the fields' own defaults
     accelerate launch --config_file recipes/accelerate_configs/zero3.yaml -m rs_trl.train --config <recipe>
 
 Arguments are the fields of `ScriptArguments` (below), `RSGRPOConfig` and TRL's `ModelConfig`; a recipe sets them
-and the command line overrides any of them. A recipe key that is none of these fields is an error.
+and the command line overrides any of them. A recipe key that is none of these fields is an error. As with `trl grpo`,
+no recipe applies unless `--config` names one; the demo recipe is asked for by name, with `rs-trl demo`.
 """
 
 import dataclasses
@@ -30,7 +32,7 @@ from .rewards import REWARD_FUNCS, get_reward_funcs
 from .run_dir import RunIdentityCallback, parse_resume, prepare_run_dir, run_identity
 from .trainer import RSGRPOTrainer
 
-DEFAULT_RECIPE = "recipes_default/demo.yaml"
+DEMO_RECIPE = "recipes_default/demo.yaml"
 
 
 @dataclass
@@ -77,8 +79,8 @@ class ScriptArguments(trl.ScriptArguments):
 USAGE = """rs-trl train [--config RECIPE.yaml] [--FIELD VALUE ...]
 
   --config RECIPE.yaml  a recipe: a YAML mapping of the fields below (see recipes/); flags override its values.
-                        Without --config, the offline CPU demo recipe (rs_trl/recipes_default/demo.yaml) is the base.
-  The defaults shown below are the fields' own, before any recipe."""
+                        Without --config, no recipe applies: the fields' own defaults (shown below), as `trl grpo`.
+                        `rs-trl demo` is `rs-trl train` with the offline CPU demo recipe (rs_trl/recipes_default)."""
 
 
 def make_parser():
@@ -86,14 +88,17 @@ def make_parser():
     return TrlParser((ScriptArguments, RSGRPOConfig, ModelConfig), prog="rs-trl train", usage=USAGE)
 
 
-def parse_args(argv: list[str] | None = None):
-    """Parse `argv`; without `--config`, the packaged offline demo recipe is the base that flags override."""
+def parse_args(argv: list[str] | None = None, default_recipe: str | None = None):
+    """Parse `argv`; without `--config`, `default_recipe` (a file in the package, e.g. `DEMO_RECIPE`) is the base that
+    flags override, and with none the fields' own defaults are."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = make_parser()
     if "-h" in argv or "--help" in argv:  # help before any recipe applies, so it shows the fields' own defaults
         parser.parse_args_and_config(argv)  # prints the help and exits
     if "--config" not in argv:
-        argv = ["--config", str(resources.files("rs_trl") / DEFAULT_RECIPE), *argv]
+        if default_recipe is None:
+            return parser.parse_args_and_config(argv)
+        argv = ["--config", str(resources.files("rs_trl") / default_recipe), *argv]
     position = argv.index("--config") + 1
     if position == len(argv) or argv[position].startswith("--"):
         raise ValueError("--config needs a value: the path of a recipe YAML, e.g. --config recipes/.../config.yaml.")
@@ -237,9 +242,9 @@ def train(script_args: ScriptArguments, training_args: RSGRPOConfig, model_args)
     return metrics
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, default_recipe: str | None = None) -> int:
     """Entry point of `rs-trl train` and `python -m rs_trl.train` (also under `accelerate launch`)."""
-    script_args, training_args, model_args = parse_args(argv)
+    script_args, training_args, model_args = parse_args(argv, default_recipe)
     metrics = train(script_args, training_args, model_args)
     if "accuracy_before" in metrics:
         print(
@@ -247,6 +252,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{metrics['accuracy_before']:.1%} before -> {metrics['accuracy_after']:.1%} after."
         )
     return 0
+
+
+def demo_main(argv: list[str] | None = None) -> int:
+    """Entry point of `rs-trl demo`: `rs-trl train` on the packaged offline CPU demo recipe (flags override it)."""
+    return main(argv, default_recipe=DEMO_RECIPE)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ def _argv(model, out, *extra):
         "--model_name_or_path", model, "--output_dir", str(out), "--reward_funcs", f"{__name__}.length_reward",
         "--dataset_limit", "8", "--eval_limit", "0", "--max_completion_length", "8", "--num_generations", "4",
         "--per_device_train_batch_size", "4", "--save_strategy", "steps", "--save_steps", "1", "--max_steps", "1",
+        "--use_cpu", "true", "--bf16", "false", "--gradient_checkpointing", "false", "--report_to", "none",
+        "--logging_steps", "1",
         *extra,
     ]  # fmt: skip
 

@@ -12,13 +12,16 @@ from unittest import mock
 import pytest
 import torch
 
+from rs_trl import RSGRPOConfig
 from rs_trl.rewards import completion_text, get_reward_funcs
 from rs_trl.tiny import build_tiny_model
-from rs_trl.train import main, parse_args, train
+from rs_trl.train import demo_main, parse_args, train
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
+# `rs-trl train` without a recipe takes the fields' own defaults, as `trl grpo` does: TRL's bf16 needs these on CPU.
+ON_CPU = ["--use_cpu", "true", "--bf16", "false"]
 PAPER_RECIPE = ROOT / "recipes" / "Qwen2.5-Math-1.5B" / "rs_grpo" / "config_deepmath103k.yaml"
 LORA_RECIPE = ROOT / "recipes" / "Qwen2.5-1.5B-Instruct" / "rs_grpo" / "config_math12k_lora.yaml"
 # What turns a GPU recipe into a seconds-long CPU run; the recipe's method settings stay as they are.
@@ -55,7 +58,7 @@ def test_bad_reward_name_fails_before_any_compute():
 
 def test_unknown_offline_model_is_a_clear_error(tmp_path):
     script_args, training_args, model_args = parse_args(
-        ["--model_name_or_path", "offline:nope", "--output_dir", str(tmp_path)]
+        ["--model_name_or_path", "offline:nope", "--output_dir", str(tmp_path), *ON_CPU]
     )
     with pytest.raises(ValueError, match="offline:nope.*offline:SmolLM2-135M-Instruct"):
         train(script_args, training_args, model_args)
@@ -64,14 +67,14 @@ def test_unknown_offline_model_is_a_clear_error(tmp_path):
 def test_script_arguments_are_trls_plus_ours(tmp_path):
     import trl
 
-    script_args, _, _ = parse_args(["--output_dir", str(tmp_path), "--dataset_test_split", "validation"])
+    script_args, _, _ = parse_args(["--output_dir", str(tmp_path), "--dataset_test_split", "validation", *ON_CPU])
     assert isinstance(script_args, trl.ScriptArguments)
     assert script_args.dataset_test_split == "validation" and script_args.dataset_name == "arithmetic"
 
 
 def test_unused_trl_dataset_fields_are_an_error_not_ignored(tmp_path):
     script_args, training_args, model_args = parse_args(
-        ["--output_dir", str(tmp_path), "--dataset_streaming", "true", "--model_name_or_path", "/nonexistent"]
+        ["--output_dir", str(tmp_path), "--dataset_streaming", "true", "--model_name_or_path", "/nonexistent", *ON_CPU]
     )
     with pytest.raises(ValueError, match="dataset_streaming is not supported"):
         train(script_args, training_args, model_args)
@@ -79,10 +82,10 @@ def test_unused_trl_dataset_fields_are_an_error_not_ignored(tmp_path):
 
 @pytest.mark.slow
 def test_demo_code_path_with_tiny_model(tiny_model, tmp_path):
-    """`rs-trl train` without --config: the packaged demo recipe, with the model swapped for the tiny one."""
+    """`rs-trl demo`: the packaged demo recipe, with the model swapped for the tiny one."""
     out = tmp_path / "demo"
     argv = ["--model_name_or_path", str(tiny_model), "--output_dir", str(out), "--max_steps", "1"]
-    assert main([*argv, "--dataset_limit", "8", "--eval_limit", "4", "--max_completion_length", "8"]) == 0
+    assert demo_main([*argv, "--dataset_limit", "8", "--eval_limit", "4", "--max_completion_length", "8"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["risk_beta"] == 2.0 and metrics["dataset"] == "arithmetic" and metrics["eval_problems"] == 4
     assert 0 <= metrics["accuracy_before"] <= 1 and 0 <= metrics["accuracy_after"] <= 1
@@ -222,7 +225,8 @@ def test_bad_run_settings_fail_before_the_model_loads(tmp_path, flags, message):
     pytest.importorskip("torch")
     if "tensorboard" in flags and importlib.util.find_spec("tensorboard") is not None:
         pytest.skip("tensorboard is installed here")
-    argv = ["--model_name_or_path", "/nonexistent/model-must-not-be-loaded", "--output_dir", str(tmp_path), *flags]
+    argv = ["--model_name_or_path", "/nonexistent/model-must-not-be-loaded", "--output_dir", str(tmp_path), *ON_CPU]
+    argv += flags
     with pytest.raises(ValueError, match=message):
         train(*parse_args(argv))
 
@@ -243,3 +247,23 @@ def test_model_card_names_a_local_base_model_and_links_only_hub_datasets(tiny_mo
     assert f"fine-tuned version of `{tiny_model}`" in card and "| dataset | arithmetic |" in card
     trainer.create_model_card(model_name="m", dataset_name="hiyouga/math12k")
     assert "[hiyouga/math12k](https://huggingface.co/datasets/hiyouga/math12k)" in (tmp_path / "README.md").read_text()
+
+
+def test_train_without_a_recipe_applies_none():
+    """As `trl grpo`: no --config, no recipe; the demo's CPU settings never reach a GPU job unasked."""
+    script_args, training_args, model_args = parse_args(
+        ["--model_name_or_path", "Qwen/Qwen2.5-Math-7B", "--dataset_name", "math12k", "--output_dir", "out", *ON_CPU]
+    )
+    defaults = RSGRPOConfig(output_dir="out", use_cpu=True, bf16=False)
+    assert training_args.max_steps == defaults.max_steps == -1
+    assert training_args.max_completion_length == defaults.max_completion_length
+    assert script_args.dataset_limit is None and script_args.eval_limit == 0
+
+
+def test_demo_is_asked_for_by_name(capsys):
+    from rs_trl.cli import main as cli_main
+
+    _, training_args, model_args = parse_args(["--max_steps", "3"], default_recipe="recipes_default/demo.yaml")
+    assert (model_args.model_name_or_path, training_args.max_steps) == ("offline:SmolLM2-135M-Instruct", 3)
+    assert cli_main(["--help"]) == 0
+    assert "demo" in capsys.readouterr().out

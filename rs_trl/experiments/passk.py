@@ -20,7 +20,7 @@ from pathlib import Path
 from ..evaluation import evaluate_pass_at_k
 from ..offline import resolve_model
 from ..reporting import compare_results, plot_pass_at_k
-from ..train import DEFAULT_RECIPE, parse_args, train
+from ..train import DEMO_RECIPE, parse_args, train
 
 BENCHMARK = "arithmetic-test"
 
@@ -32,7 +32,7 @@ def method_name(beta: float) -> str:
 def run(out: Path, betas: list[float], steps: int, n: int, problems: int, max_new_tokens: int) -> str:
     """Train one model per β, evaluate the base and every trained model, write the comparison; return it."""
     out.mkdir(parents=True, exist_ok=True)
-    recipe = str(resources.files("rs_trl") / DEFAULT_RECIPE)
+    recipe = str(resources.files("rs_trl") / DEMO_RECIPE)
     models = {"base": "offline:SmolLM2-135M-Instruct"}
     for beta in betas:
         name = method_name(beta)
