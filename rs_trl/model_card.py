@@ -30,6 +30,12 @@ PAPER = {
 }
 
 
+def trains_plain_grpo(args: RSGRPOConfig) -> bool:
+    """GRPO's advantage, r − mean: the `grpo` estimator, or RS-GRPO at a constant β = 0. Its card cites GRPO."""
+    constant_zero = args.risk_beta_schedule == "constant" and args.risk_beta == 0
+    return args.advantage_estimator == "grpo" or (args.advantage_estimator == "rs_grpo" and constant_zero)
+
+
 def _format(value) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
@@ -51,6 +57,13 @@ def rs_grpo_section(args: RSGRPOConfig, base_model: str | None, dataset_name: st
             f"β = {args.risk_beta:g} {'seeks' if args.risk_beta > 0 else 'avoids'} risk: the advantage "
             "(1/β)·(exp(β·r) / mean exp(β·r) − 1) gives rare correct answers more credit than GRPO's r − mean."
         )
+    if trains_plain_grpo(args):
+        method = "Trained as plain GRPO with rs_trl's `RSGRPOTrainer`: the risk-sensitive objective was not used."
+    else:
+        method = (
+            "Trained with RS-GRPO, which maximises the risk-sensitive objective J = (1/β) log E[exp(β r)] "
+            f"([{PAPER['title']}](https://arxiv.org/abs/{PAPER['id']}), arXiv:{PAPER['id']})."
+        )
     epsilon_high = args.epsilon if args.epsilon_high is None else args.epsilon_high  # TRL's fallback
     rows = [
         ("method", "RS-GRPO (Risk-Sensitive GRPO)"),
@@ -71,12 +84,7 @@ def rs_grpo_section(args: RSGRPOConfig, base_model: str | None, dataset_name: st
         ("dynamic_sampling_on_exhaustion", args.dynamic_sampling_on_exhaustion),
     ]
     table = "\n".join(f"| {name} | {value} |" for name, value in rows)
-    return (
-        f"{SECTION_TITLE}\n\n"
-        f"Trained with RS-GRPO, which maximises the risk-sensitive objective J = (1/β) log E[exp(β r)] "
-        f"([{PAPER['title']}](https://arxiv.org/abs/{PAPER['id']}), arXiv:{PAPER['id']}). {meaning}\n\n"
-        f"| setting | value |\n|---|---|\n{table}\n"
-    )
+    return f"{SECTION_TITLE}\n\n{method} {meaning}\n\n| setting | value |\n|---|---|\n{table}\n"
 
 
 def add_rs_grpo_section(card_path: str | Path, args: RSGRPOConfig, base_model: str | None, dataset_name: str | None):

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from datasets import Dataset, DatasetDict, IterableDataset, IterableDatasetDict
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, ProcessorMixin, TrainerCallback
+from trl import GRPOTrainer
 from trl.trainer.grpo_trainer import EnvironmentFactory, RewardFunc, RolloutFunc
 from trl.trainer.utils import get_config_model_id, is_async_callable
 
@@ -18,9 +19,10 @@ from .checkpoints import check_resumable, last_complete_checkpoint
 from .config import RSGRPOConfig, differences_from_grpo_config
 from .dynamic_sampling import DYNAMIC_SAMPLING_STATE, DynamicSamplingMixin
 from .estimators import estimator_params, group_advantages
-from .model_card import PAPER, add_rs_grpo_section, is_hub_id, name_local_base_model
+from .model_card import PAPER, add_rs_grpo_section, is_hub_id, name_local_base_model, trains_plain_grpo
 from .reward_guard import TALLY_FIELDS, RewardHealth, guard_reward_function, validate_train_dataset
 from .risk_metrics import risk_metrics
+from .run_dir import parse_resume
 from .trl_bridge import AdvantageGRPOTrainer
 
 logger = logging.getLogger(__name__)
@@ -103,6 +105,8 @@ class RSGRPOTrainer(DynamicSamplingMixin, AdvantageGRPOTrainer):
             for func, name in zip(self.reward_funcs, self.reward_func_names)
         ]
         self._reward_health = RewardHealth(self.reward_func_names, args.reward_failure_patience)
+        if trains_plain_grpo(args):  # TRL's model card names the trainer and cites its paper: GRPO's, then
+            self._name, self._paper = GRPOTrainer._name, GRPOTrainer._paper
         differences = differences_from_grpo_config(args)
         if differences and self.accelerator.is_main_process:
             logger.warning(
@@ -162,6 +166,8 @@ class RSGRPOTrainer(DynamicSamplingMixin, AdvantageGRPOTrainer):
     def train(self, resume_from_checkpoint=None, **kwargs):
         """TRL's `train`; `resume_from_checkpoint=True` takes the last *complete* checkpoint, and any checkpoint is
         checked (complete, readable, RNG and dynamic-sampling state present) and named before it is loaded."""
+        # TRL's own scripts pass `--resume_from_checkpoint true` through as the string "true".
+        resume_from_checkpoint = parse_resume(resume_from_checkpoint)
         if resume_from_checkpoint is True:
             resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
             if resume_from_checkpoint is None:

@@ -66,3 +66,15 @@ def test_corrupt_checkpoint_file_is_named_before_loading(tiny_model_dir, two_che
         ValueError, match=f"{path} is corrupt .*delete checkpoint-2 to resume from the checkpoint before"
     ):
         _trainer(tiny_model_dir, out, max_steps=3).train(resume_from_checkpoint=str(out / "checkpoint-2"))
+
+
+@pytest.mark.parametrize("value", ["true", "True"])
+def test_resume_true_as_a_string_resumes_as_trls_scripts_pass_it(
+    tiny_model_dir, two_checkpoints, tmp_path, value, capsys
+):
+    """TRL's `grpo.py` hands `--resume_from_checkpoint true` to `train()` as the string "true"."""
+    out = _copy(two_checkpoints, tmp_path)
+    trainer = _trainer(tiny_model_dir, out, max_steps=3)
+    trainer.train(resume_from_checkpoint=value)
+    assert f"Resuming from {out / 'checkpoint-2'}." in capsys.readouterr().out
+    assert trainer.state.global_step == 3

@@ -176,6 +176,22 @@ def test_model_card_section_is_inserted_once_before_citations(tmp_path):
     text = card.read_text()
     assert text.count(SECTION_TITLE) == 1 and text.index(SECTION_TITLE) < text.index("## Citations")
     assert "| risk_beta | 0 |" in text and "standard GRPO" in text and "org/base" in text and "hiyouga/math12k" in text
+    assert "plain GRPO" in text and "2509.24261" not in text  # β = 0 does not claim RS-GRPO
+
+
+def test_model_card_at_beta_zero_cites_grpo_not_rs_grpo(tiny_model, tmp_path):
+    from datasets import Dataset
+    from trl import GRPOTrainer
+
+    from rs_trl import RSGRPOTrainer
+    from rs_trl.tiny import cpu_training_args
+
+    args = cpu_training_args(tmp_path, risk_beta=0.0, max_steps=1)
+    dataset = Dataset.from_dict({"prompt": ["What is 1 + 1?"] * 8})
+    trainer = RSGRPOTrainer(model=str(tiny_model), reward_funcs=length_reward, args=args, train_dataset=dataset)
+    trainer.create_model_card(model_name="tiny-grpo")
+    card = (tmp_path / "README.md").read_text()
+    assert GRPOTrainer._paper["id"] in card and "2509.24261" not in card
 
 
 def test_help_mentions_config_and_shows_the_fields_own_defaults(capsys):
