@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         return command(argv[1:]) or 0
     except (ValueError, FileNotFoundError) as error:
         # Bad input (arguments, files, configs): our messages name the culprit and the fix; a traceback adds nothing.
+        # Errors raised once training runs reach here as RuntimeError (see rs_trl.train) and keep their traceback.
         print(f"rs-trl {argv[0]}: error: {error}", file=sys.stderr)
         return 2
 

@@ -215,7 +215,11 @@ def train(script_args: ScriptArguments, training_args: RSGRPOConfig, model_args)
         metrics["accuracy_before"] = greedy_accuracy(
             trainer.model, trainer.processing_class, eval_dataset, training_args.max_completion_length
         )
-    trainer.train(resume_from_checkpoint=checkpoint)
+    try:
+        trainer.train(resume_from_checkpoint=checkpoint)
+    except (ValueError, FileNotFoundError) as error:
+        # Not a usage error once training has run: `rs-trl` prints those in one line, this keeps its traceback.
+        raise RuntimeError(f"Training stopped at step {trainer.state.global_step}: {error!r}") from error
     if eval_dataset is not None:
         metrics["accuracy_after"] = greedy_accuracy(
             trainer.model, trainer.processing_class, eval_dataset, training_args.max_completion_length

@@ -283,3 +283,19 @@ def test_demo_is_asked_for_by_name(capsys):
     assert (model_args.model_name_or_path, training_args.max_steps) == ("offline:SmolLM2-135M-Instruct", 3)
     assert cli_main(["--help"]) == 0
     assert "demo" in capsys.readouterr().out
+
+
+async def async_reward_that_breaks(completions, **kwargs):
+    """Async reward functions run unguarded, as in TRL: an error inside one surfaces mid-step."""
+    raise ValueError("broken mid-training")
+
+
+def test_errors_raised_during_training_keep_their_traceback(tiny_model, tmp_path):
+    """Usage errors are one line (`rs-trl` returns 2); an error from inside a training step is not one of them."""
+    from rs_trl.cli import main as cli_main
+
+    argv = ["train", "--model_name_or_path", str(tiny_model), "--output_dir", str(tmp_path / "run"), *CPU_OVERRIDES]
+    argv += ["--reward_funcs", f"{__name__}.async_reward_that_breaks"]
+    with pytest.raises(RuntimeError, match="Training stopped at step 0: ValueError") as info:
+        cli_main(argv)
+    assert isinstance(info.value.__cause__, ValueError) and info.value.__cause__.__traceback__ is not None
