@@ -327,6 +327,7 @@ class DynamicSamplingMixin:
                 "Raise dynamic_sampling_max_rounds, use prompts of more suitable difficulty, set "
                 "dynamic_sampling_on_exhaustion='pad', or set dynamic_sampling=False."
             )
+        self.log_generated_rewards(torch.cat([r[1].flatten(0, 2) for r in rounds]), group_size)
         kept_rewards = torch.stack([rounds[r][1][owner, g] for groups in assignment for owner, r, g in groups])
         batch = self.replay(self._take_assigned_groups(rounds, assignment), kept_rewards.flatten(0, 1))
         values = {

@@ -32,6 +32,9 @@ class _TRLPass:
 
 # TRL logs these once per `_generate_and_score_completions` call; the replay logs them again for the trained batch.
 _RELOGGED_BY_REPLAY = ("reward", "reward_std", "frac_reward_zero_std", "rewards/", "completions/", "sampling/")
+# Of those, the reward statistics keep TRL's meaning (the policy's rewards on everything it generated for the step,
+# `log_generated_rewards`); the trained batch's go under `dynamic_sampling/trained_*`.
+_TRAINED_REWARD_STATS = ("reward", "reward_std", "frac_reward_zero_std")
 
 
 class AdvantageGRPOTrainer(GRPOTrainer):
@@ -209,7 +212,35 @@ class AdvantageGRPOTrainer(GRPOTrainer):
         finally:
             self.environment_factories, self.environments = saved
         self._log_completion_lengths(batch)
+        metrics = self._metrics["train"]
+        for name in [name for name in metrics if name.startswith("rewards/") and name.endswith(("/mean", "/std"))]:
+            metrics[name].pop()  # the generated rows' values, from `log_generated_rewards`, stand
+        self.log_metrics(
+            "train", {f"dynamic_sampling/trained_{name}": metrics[name].pop() for name in _TRAINED_REWARD_STATS}
+        )
         return batch
+
+    def log_generated_rewards(self, rewards_per_func: torch.Tensor, group_size: int) -> None:
+        """TRL's reward metrics (`reward`, `reward_std`, `frac_reward_zero_std`, `rewards/<name>/mean|std`) over
+        every sample generated for the step, [samples, functions] in whole groups: what a run without dynamic sampling
+        logs, so runs compare on what the policy generated. Mirrors `_generate_and_score_completions`' logging."""
+        rewards = (rewards_per_func * self.reward_weights.to(rewards_per_func.device).unsqueeze(0)).nansum(dim=1)
+        rewards[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan
+        if self.multi_objective_aggregation == "normalize_then_sum" or self.scale_rewards == "batch":
+            std = nanstd(rewards).expand_as(rewards)  # TRL's zero-std test uses the std it scales by
+        else:
+            std = nanstd(rewards.view(-1, group_size), dim=1).repeat_interleave(group_size, dim=0)
+        values = {
+            "reward": torch.nanmean(rewards),
+            "reward_std": nanstd(rewards),
+            "frac_reward_zero_std": torch.isclose(std, torch.zeros_like(std)).float().mean(),
+        }
+        for i, name in enumerate(self.reward_func_names):
+            values |= {
+                f"rewards/{name}/mean": torch.nanmean(rewards_per_func[:, i]),
+                f"rewards/{name}/std": nanstd(rewards_per_func[:, i]),
+            }
+        self.log_metrics("train", {name: value.item() for name, value in values.items()})
 
     def _log_completion_lengths(self, batch: dict):
         """TRL's `completions/*` metrics (logged in `_generate`, which the replay skips), for the trained rows."""

@@ -233,8 +233,18 @@ def test_two_processes_agree_on_rounds_and_batch_sizes(tiny_model_dir, tmp_path)
     assert sum(step["local_rows"] for step in records[0]) > 0
 
 
-def test_metrics_and_completions_table_describe_the_trained_batch(tiny_model_dir, tmp_path):
-    trainer = make_trainer(tiny_model_dir, tmp_path, even_prompts_constant, dynamic_sampling_max_rounds=20)
+def test_reward_metrics_keep_trls_meaning_and_the_trained_batch_has_its_own(tiny_model_dir, tmp_path):
+    """`reward`, `reward_std`, `frac_reward_zero_std`, `rewards/<f>/mean`: everything the policy generated for the step
+    (what a run without dynamic sampling logs, so dashboards compare like with like); the trained batch's under
+    `dynamic_sampling/trained_*`; the completions table and length metrics show the trained rows."""
+    generated = []
+
+    def recorded(completions, qid, **kwargs):
+        generated.extend(even_prompts_constant(completions, qid))
+        return generated[-len(completions) :]
+
+    recorded.__name__ = "even_prompts_constant"
+    trainer = make_trainer(tiny_model_dir, tmp_path, recorded, dynamic_sampling_max_rounds=20)
     trainer.model.train()
     inputs = [row for row in numbered_prompts().select(range(2)) for _ in range(4)]  # prompt 0 is constant
     batch = trainer._generate_and_score_completions(inputs)
@@ -242,9 +252,16 @@ def test_metrics_and_completions_table_describe_the_trained_batch(tiny_model_dir
     assert metrics["dynamic_sampling/rounds"][-1] >= 1  # several rounds ran...
     for name in ("reward", "reward_std", "completions/mean_length", "rewards/even_prompts_constant/faults_error"):
         assert len(metrics[name]) == 1, name  # ...but each metric has one entry for the step
+    everything = torch.tensor(generated)
+    assert len(everything) > len(inputs)
+    assert metrics["reward"][0] == pytest.approx(everything.mean().item())
+    assert metrics["rewards/even_prompts_constant/mean"][0] == pytest.approx(everything.mean().item())
+    assert metrics["reward_std"][0] == pytest.approx(everything.std().item())
+    assert metrics["frac_reward_zero_std"][0] > 0  # the constant groups were generated...
     trained_rewards = list(trainer._logs["rewards"]["even_prompts_constant"])
     assert len(trained_rewards) == len(inputs)
-    assert metrics["reward"][0] == pytest.approx(sum(trained_rewards) / len(trained_rewards))
+    assert metrics["dynamic_sampling/trained_reward"][0] == pytest.approx(sum(trained_rewards) / len(trained_rewards))
+    assert metrics["dynamic_sampling/trained_frac_reward_zero_std"][0] == 0  # ...and filtered out
     assert metrics["completions/mean_length"][0] == pytest.approx(batch["completion_mask"].sum(1).float().mean())
     # The table shows the trained rows with the advantages the loss uses.
     assert list(trainer._logs["advantages"]) == pytest.approx(batch["advantages"].tolist())

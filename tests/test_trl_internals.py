@@ -71,6 +71,15 @@ def test_advantage_flow_inside_generate_and_score():
         "advantages = (rewards - torch.nanmean(rewards)) / (std_rewards + 1e-4)",
     ):
         assert needle in source, MOVED.format(f"normalize_then_sum: `{needle}` changed")
+    # `log_generated_rewards` mirrors TRL's reward metrics over the whole step's generated rows.
+    for needle in (
+        "rewards = (rewards_per_func * self.reward_weights.to(rewards_per_func.device).unsqueeze(0)).nansum(dim=1)",
+        'self._metrics[mode]["reward"].append(torch.nanmean(rewards).item())',
+        'self._metrics[mode]["reward_std"].append(nanstd(rewards).item())',
+        'self._metrics[mode]["frac_reward_zero_std"].append(is_std_zero.float().mean().item())',
+        'self._metrics[mode][f"rewards/{reward_func_name}/mean"].append(mean_rewards)',
+    ):
+        assert needle in source, MOVED.format(f"reward metrics: `{needle}` changed")
     gather_source = inspect.getsource(GRPOTrainer._calculate_rewards)
     assert "gather(rewards_per_func)" in gather_source, MOVED.format("_calculate_rewards no longer gathers")
     # The reward guard wraps synchronous reward functions, which TRL calls in its own thread with these keywords.

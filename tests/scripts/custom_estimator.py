@@ -65,6 +65,9 @@ def main(model_dir: str, out_dir: str):
         "advantages_are_the_estimators": trainer.matches,
     }
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps(record))
+    # As rs_trl.train ends: every rank reaches the process-group teardown together.
+    trainer.accelerator.wait_for_everyone()
+    trainer.accelerator.end_training()
 
 
 if __name__ == "__main__":
