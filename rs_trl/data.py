@@ -296,3 +296,42 @@ def load_benchmark(name: str, *, chat: bool = True, limit: int | None = None, **
         records = entry.loader("test", limit or 50, 0, **kwargs)
     records = records[:limit] if limit else records
     return _records_to_dataset(records, chat, extra=("id", "problem"))
+
+
+def load_prompt_dataset(
+    path: str,
+    split: str = "train",
+    *,
+    config: str | None = None,
+    streaming: bool = False,
+    prompt_column: str = "prompt",
+    answer_column: str | None = None,
+    chat: bool = True,
+    limit: int | None = None,
+    seed: int = 0,
+):
+    """Any dataset `datasets.load_dataset` can read (a Hub id or a local directory of data files), as TRL's and
+    open-r1's GRPO scripts take it. A `prompt` column is used as it is (TRL's format: text or a conversation);
+    another `prompt_column` holds the problem text and gets rs_trl's math prompt (`make_prompt`). `answer_column`, if
+    given, is copied to `answer` (what `math_accuracy_reward` reads). Other columns pass through to the rewards."""
+    dataset = load_dataset(path, name=config, split=split, streaming=streaming)
+    columns = set(dataset.column_names or [])
+    if prompt_column not in columns:
+        raise ValueError(
+            f"dataset {path!r} (split {split!r}) has no column {prompt_column!r}; its columns are {sorted(columns)}. "
+            "Name the column that holds the prompt or problem with --dataset_prompt_column."
+        )
+    if answer_column is not None and answer_column not in columns:
+        raise ValueError(
+            f"dataset {path!r} (split {split!r}) has no column {answer_column!r} (--dataset_answer_column); its "
+            f"columns are {sorted(columns)}."
+        )
+    if prompt_column != "prompt":
+        dataset = dataset.map(lambda row: {"prompt": make_prompt(_question_text(row[prompt_column]), chat)})
+    if answer_column is not None and answer_column != "answer":
+        dataset = dataset.map(lambda row: {"answer": str(row[answer_column])})
+    if limit is not None:
+        dataset = (
+            dataset.take(limit) if streaming else dataset.shuffle(seed=seed).select(range(min(limit, len(dataset))))
+        )
+    return dataset

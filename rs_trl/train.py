@@ -25,7 +25,7 @@ from transformers.integrations import get_available_reporting_integrations
 from trl import ModelConfig, TrlParser, get_peft_config, get_quantization_config
 
 from .config import RSGRPOConfig
-from .data import dataset_names, hub_id, load_math_dataset
+from .data import dataset_names, hub_id, load_math_dataset, load_prompt_dataset
 from .evaluation import greedy_accuracy
 from .offline import resolve_model
 from .rewards import REWARD_FUNCS, get_reward_funcs
@@ -39,13 +39,29 @@ DEMO_RECIPE = "recipes_default/demo.yaml"
 class ScriptArguments(trl.ScriptArguments):
     """TRL's `ScriptArguments` (dataset name and splits) plus what to score the model with.
 
-    The model itself is in TRL's `ModelConfig`. `dataset_config` and `dataset_streaming` are TRL fields that
-    `rs_trl.data.load_math_dataset` has no use for: setting them is an error rather than silently ignored.
+    The model itself is in TRL's `ModelConfig`. `dataset_name` is a name of rs_trl's dataset registry or, as in TRL's
+    and open-r1's scripts, any Hub id or local directory `datasets.load_dataset` reads (with `dataset_config`,
+    `dataset_streaming` and the column options); registry datasets choose their own config, so setting
+    `dataset_config` or `dataset_streaming` for them is an error rather than silently ignored.
     """
 
     dataset_name: str = field(
         default="arithmetic",
-        metadata={"help": f"Dataset for `rs_trl.data.load_math_dataset`: {', '.join(dataset_names('train'))}."},
+        metadata={
+            "help": f"Dataset: one of {', '.join(dataset_names('train'))} (rs_trl.data), or a Hub id or local "
+            "directory (TRL-style; see --dataset_prompt_column)."
+        },
+    )
+    dataset_prompt_column: str = field(
+        default="prompt",
+        metadata={
+            "help": "Hub/local datasets: the column with the prompt. 'prompt' is used as is (TRL's format); any other "
+            "column holds the problem text and gets rs_trl's math prompt."
+        },
+    )
+    dataset_answer_column: str | None = field(
+        default=None,
+        metadata={"help": "Hub/local datasets: a column to use as `answer` (what math_accuracy_reward reads)."},
     )
     dataset_limit: int | None = field(default=None, metadata={"help": "Train on at most this many problems."})
     chat: bool = field(
@@ -143,6 +159,23 @@ def check_report_to(report_to: list[str]) -> None:
             )
 
 
+def load_train_dataset(script_args: ScriptArguments, split: str, limit: int | None, seed: int):
+    """A registry dataset by name (`rs_trl.data.load_math_dataset`), else any Hub id or local directory."""
+    if script_args.dataset_name in dataset_names("train"):
+        return load_math_dataset(script_args.dataset_name, split=split, chat=script_args.chat, limit=limit, seed=seed)
+    return load_prompt_dataset(
+        script_args.dataset_name,
+        split,
+        config=script_args.dataset_config,
+        streaming=script_args.dataset_streaming,
+        prompt_column=script_args.dataset_prompt_column,
+        answer_column=script_args.dataset_answer_column,
+        chat=script_args.chat,
+        limit=limit,
+        seed=seed,
+    )
+
+
 def train(script_args: ScriptArguments, training_args: RSGRPOConfig, model_args) -> dict:
     """Build the dataset, rewards and `RSGRPOTrainer`, train, save (and push); return the metrics written."""
     # Everything that can be wrong with the arguments fails here, before any model is loaded.
@@ -155,9 +188,13 @@ def train(script_args: ScriptArguments, training_args: RSGRPOConfig, model_args)
         raise ValueError("max_steps must be positive, or -1 to train for num_train_epochs; got 0.")
     check_report_to(training_args.report_to)
     state = PartialState()
-    for name in ("dataset_config", "dataset_streaming"):
-        if getattr(script_args, name):
-            raise ValueError(f"{name} is not supported by `rs-trl train` (load_math_dataset chooses it); remove it.")
+    if script_args.dataset_name in dataset_names("train"):
+        for name in ("dataset_config", "dataset_streaming"):
+            if getattr(script_args, name):
+                raise ValueError(
+                    f"{name} is not supported for the registry dataset {script_args.dataset_name!r} (it chooses its "
+                    "own); remove it, or pass a Hub id or local directory as --dataset_name."
+                )
     if script_args.eval_limit < 0:
         raise ValueError(f"eval_limit must be >= 0, got {script_args.eval_limit}.")
     if script_args.eval_limit and state.num_processes > 1:
@@ -173,21 +210,13 @@ def train(script_args: ScriptArguments, training_args: RSGRPOConfig, model_args)
             script_args.resume_allow_config_change,
         )
         model_path = resolve_model(model_args.model_name_or_path)
-        train_dataset = load_math_dataset(
-            script_args.dataset_name,
-            split=script_args.dataset_train_split,
-            chat=script_args.chat,
-            limit=script_args.dataset_limit,
-            seed=training_args.seed,
+        train_dataset = load_train_dataset(
+            script_args, script_args.dataset_train_split, script_args.dataset_limit, training_args.seed
         )
         eval_dataset = None
         if script_args.eval_limit:
-            eval_dataset = load_math_dataset(
-                script_args.dataset_name,
-                split=script_args.dataset_test_split,
-                chat=script_args.chat,
-                limit=script_args.eval_limit,
-                seed=training_args.seed,
+            eval_dataset = load_train_dataset(
+                script_args, script_args.dataset_test_split, script_args.eval_limit, training_args.seed
             )
 
     model_init_kwargs = {

@@ -299,3 +299,33 @@ def test_errors_raised_during_training_keep_their_traceback(tiny_model, tmp_path
     with pytest.raises(RuntimeError, match="Training stopped at step 0: ValueError") as info:
         cli_main(argv)
     assert isinstance(info.value.__cause__, ValueError) and info.value.__cause__.__traceback__ is not None
+
+
+@pytest.fixture
+def local_dataset_dir(tmp_path):
+    """A dataset as users keep them: a directory of JSON-lines files, one per split, read by `datasets.load_dataset`."""
+    folder = tmp_path / "my_math"
+    folder.mkdir()
+    for split, count in (("train", 12), ("test", 4)):
+        rows = [{"question": f"What is {i} + 2?", "solution": str(i + 2), "level": i % 3} for i in range(count)]
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return folder
+
+
+def test_a_local_or_hub_dataset_trains_like_trls_script(tiny_model, tmp_path, local_dataset_dir):
+    """As TRL's and open-r1's scripts: --dataset_name takes what `datasets.load_dataset` reads; columns are mapped."""
+    out = tmp_path / "run"
+    argv = ["--model_name_or_path", str(tiny_model), "--output_dir", str(out), *CPU_OVERRIDES]
+    argv += ["--dataset_name", str(local_dataset_dir), "--dataset_prompt_column", "question"]
+    argv += ["--dataset_answer_column", "solution", "--eval_limit", "2"]
+    script_args, training_args, model_args = parse_args(argv)
+    metrics = train(script_args, training_args, model_args)
+    assert metrics["dataset"] == str(local_dataset_dir) and metrics["eval_problems"] == 2
+    assert [h["step"] for h in metrics["log_history"] if "loss" in h] == [1, 2]
+
+
+def test_a_dataset_without_the_prompt_column_names_its_columns_and_the_option(tiny_model, tmp_path, local_dataset_dir):
+    argv = ["--model_name_or_path", str(tiny_model), "--output_dir", str(tmp_path / "run"), *CPU_OVERRIDES]
+    argv += ["--dataset_name", str(local_dataset_dir)]
+    with pytest.raises(ValueError, match=r"no column 'prompt'; its columns are \['level', 'question', 'solution'\]"):
+        train(*parse_args(argv))
