@@ -1,0 +1,155 @@
+"""recipes/slurm/train.sbatch submitted to a real Slurm: munge, slurmctld and slurmd on this machine, CPU only.
+
+The fixture brings up a one-node cluster (Debian's `slurm-wlm` and `munge`, which `.ci/run` installs) in a temporary
+directory with its own config, sockets and ports, and shuts it down afterwards; where the binaries are missing or
+the daemons cannot start, the test is skipped with the reason. The job runs the sbatch unchanged except for
+`--gpus-per-node=0` on the command line (the node has no GPUs), so `scontrol show hostnames`, `srun` and
+`launch_node.sh` run for real, with 2 CPU processes over gloo.
+"""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PAPER_RECIPE = ROOT / "recipes" / "Qwen2.5-Math-1.5B" / "rs_grpo" / "config_deepmath103k.yaml"
+CPU_OVERRIDES = [
+    "--dataset_name", "arithmetic", "--dataset_limit", "16",
+    "--dtype", "float32", "--use_cpu", "true", "--bf16", "false", "--use_vllm", "false",
+    "--gradient_checkpointing", "false", "--report_to", "none", "--push_to_hub", "false",
+    "--max_steps", "2", "--per_device_train_batch_size", "4", "--num_generations", "4",
+    "--gradient_accumulation_steps", "1", "--max_completion_length", "8", "--dynamic_sampling_max_rounds", "1",
+    "--save_strategy", "no", "--logging_steps", "1", "--log_completions", "false",
+]  # fmt: skip
+DAEMONS = ("munged", "slurmctld", "slurmd", "sbatch", "sinfo", "scontrol")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for(check, seconds: float, what: str):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.5)
+    pytest.skip(f"a local Slurm could not start: {what}")
+
+
+@pytest.fixture
+def slurm_cluster(tmp_path):
+    missing = [name for name in DAEMONS if shutil.which(name) is None]
+    if missing:
+        pytest.skip(f"Slurm is not installed here ({', '.join(missing)} missing; apt-get install slurm-wlm munge)")
+    if os.geteuid() != 0:
+        pytest.skip("a local Slurm needs root here (slurmd runs jobs as their user)")
+    root = tmp_path / "slurm"
+    for folder in ("state", "spool", "log"):
+        (root / folder).mkdir(parents=True)
+    host = socket.gethostname()
+    socket_path = root / "munge.socket"
+    key = root / "munge.key"
+    key.write_bytes(os.urandom(1024))
+    key.chmod(0o400)
+    subprocess.run(
+        ["munged", "--force", f"--socket={socket_path}", f"--pid-file={root / 'munged.pid'}",
+         f"--log-file={root / 'log' / 'munged.log'}", f"--key-file={key}", f"--seed-file={root / 'munged.seed'}"],
+        check=True,
+    )  # fmt: skip
+    config = root / "slurm.conf"
+    config.write_text(
+        "\n".join(
+            [
+                "ClusterName=rstrl",
+                f"SlurmctldHost={host}",
+                "SlurmUser=root",
+                "SlurmdUser=root",
+                "AuthType=auth/munge",
+                "CredType=cred/munge",
+                f"AuthInfo=socket={socket_path}",
+                f"StateSaveLocation={root / 'state'}",
+                f"SlurmdSpoolDir={root / 'spool'}",
+                f"SlurmctldPidFile={root / 'slurmctld.pid'}",
+                f"SlurmdPidFile={root / 'slurmd.pid'}",
+                f"SlurmctldLogFile={root / 'log' / 'slurmctld.log'}",
+                f"SlurmdLogFile={root / 'log' / 'slurmd.log'}",
+                f"SlurmctldPort={free_port()}",
+                f"SlurmdPort={free_port()}",
+                "ProctrackType=proctrack/linuxproc",
+                "TaskPlugin=task/none",
+                "JobAcctGatherType=jobacct_gather/none",
+                "AccountingStorageType=accounting_storage/none",
+                "JobCompType=jobcomp/none",
+                "MpiDefault=none",
+                "SchedulerType=sched/builtin",
+                "SelectType=select/cons_tres",
+                "SelectTypeParameters=CR_Core",
+                "ReturnToService=2",
+                f"NodeName={host} CPUs={os.cpu_count()} State=UNKNOWN",
+                "PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP",
+            ]
+        )
+        + "\n"
+    )
+    env = {**os.environ, "SLURM_CONF": str(config)}
+    try:
+        subprocess.run(["slurmctld", "-f", str(config)], env=env, check=True)
+        subprocess.run(["slurmd", "-f", str(config)], env=env, check=True)
+
+        def idle():
+            result = subprocess.run(["sinfo", "-h", "-o", "%T"], env=env, capture_output=True, text=True)
+            return result.stdout.strip() == "idle"
+
+        _wait_for(idle, 60, (root / "log" / "slurmctld.log").read_text()[-2000:])
+        yield env
+    finally:
+        subprocess.run(["scontrol", "shutdown"], env=env, capture_output=True)
+        for pid_file in ("slurmd.pid", "slurmctld.pid", "munged.pid"):
+            path = root / pid_file
+            if path.exists():
+                subprocess.run(["kill", path.read_text().strip()], capture_output=True)
+
+
+@pytest.mark.slow
+def test_train_sbatch_runs_on_a_real_slurm(slurm_cluster, tiny_model_dir, tmp_path):
+    out, probe = tmp_path / "run", tmp_path / "probe"
+    probe.mkdir()
+    env = {
+        **slurm_cluster,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",  # `accelerate` of this venv
+        "PYTHONPATH": str(ROOT / "tests" / "scripts"),
+        "RS_TRL_PROBE_DIR": str(probe),
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "GPUS_PER_NODE": "2",  # processes per node: 2 CPU processes
+        "MAIN_PROCESS_PORT": str(free_port()),
+    }
+    command = [
+        "sbatch", "--wait", "--nodes", "1", "--gpus-per-node=0", "--output", str(tmp_path / "job.out"),
+        "recipes/slurm/train.sbatch", str(PAPER_RECIPE), "recipes/accelerate_configs/cpu_gloo.yaml",
+        "--model_name_or_path", tiny_model_dir, "--output_dir", str(out), *CPU_OVERRIDES,
+        "--reward_funcs", "math_accuracy_reward", "world_size_probe.world_size_probe",
+    ]  # fmt: skip
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    log = (tmp_path / "job.out").read_text() if (tmp_path / "job.out").exists() else ""
+    assert result.returncode == 0, result.stderr[-3000:] + log[-5000:]
+    job_id = result.stdout.split()[-1]
+    state = subprocess.run(
+        ["scontrol", "show", "job", job_id], env=env, capture_output=True, text=True
+    ).stdout  # still known to slurmctld right after it ends
+    assert "JobState=COMPLETED" in state and "ExitCode=0:0" in state, state
+    # From inside each training process: 2 processes joined over gloo, started by srun -> launch_node.sh.
+    seen = [json.loads((probe / f"rank{rank}.json").read_text()) for rank in range(2)]
+    assert all(s == {"num_processes": 2, "world_size": 2, "distributed_type": "MULTI_CPU"} for s in seen), seen
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len([entry for entry in metrics["log_history"] if "loss" in entry]) == 2
