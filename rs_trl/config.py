@@ -232,8 +232,15 @@ def differences_from_grpo_config(config: RSGRPOConfig) -> dict[str, tuple]:
     }
     if config.dynamic_sampling:
         differences["dynamic_sampling"] = (True, "no such option")
-    if config.advantage_estimator != "grpo" and not (
-        config.advantage_estimator == "rs_grpo" and config.risk_beta == 0
-    ):
-        differences["advantage_estimator"] = (config.advantage_estimator, "GRPO's r - mean")
+    if not trains_plain_grpo(config):
+        if config.advantage_estimator == "rs_grpo":
+            differences["risk_beta"] = (config.risk_beta, "GRPO, i.e. 0")
+        else:
+            differences["advantage_estimator"] = (config.advantage_estimator, "GRPO's r - mean")
     return differences
+
+
+def trains_plain_grpo(config: RSGRPOConfig) -> bool:
+    """GRPO's advantage, r − mean: the `grpo` estimator, or RS-GRPO at a constant β = 0."""
+    constant_zero = config.risk_beta_schedule == "constant" and config.risk_beta == 0
+    return config.advantage_estimator == "grpo" or (config.advantage_estimator == "rs_grpo" and constant_zero)

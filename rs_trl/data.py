@@ -315,7 +315,8 @@ def load_prompt_dataset(
     another `prompt_column` holds the problem text and gets rs_trl's math prompt (`make_prompt`). `answer_column`, if
     given, is copied to `answer` (what `math_accuracy_reward` reads). Other columns pass through to the rewards."""
     dataset = load_dataset(path, name=config, split=split, streaming=streaming)
-    columns = set(dataset.column_names or [])
+    # A stream may not know its columns before it is read; TRL's own checks then speak at the first batch.
+    columns = set(dataset.column_names) if dataset.column_names is not None else {prompt_column, answer_column}
     if prompt_column not in columns:
         raise ValueError(
             f"dataset {path!r} (split {split!r}) has no column {prompt_column!r}; its columns are {sorted(columns)}. "

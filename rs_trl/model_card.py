@@ -11,7 +11,7 @@ from pathlib import Path
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
-from .config import RSGRPOConfig
+from .config import RSGRPOConfig, trains_plain_grpo
 from .estimators import estimator_spec
 
 SECTION_TITLE = "## RS-GRPO settings"
@@ -28,12 +28,6 @@ PAPER = {
             eprint       = {arXiv:2509.24261},
         }"""),
 }
-
-
-def trains_plain_grpo(args: RSGRPOConfig) -> bool:
-    """GRPO's advantage, r − mean: the `grpo` estimator, or RS-GRPO at a constant β = 0. Its card cites GRPO."""
-    constant_zero = args.risk_beta_schedule == "constant" and args.risk_beta == 0
-    return args.advantage_estimator == "grpo" or (args.advantage_estimator == "rs_grpo" and constant_zero)
 
 
 def _format(value) -> str:

@@ -16,10 +16,10 @@ from trl.trainer.grpo_trainer import EnvironmentFactory, RewardFunc, RolloutFunc
 from trl.trainer.utils import get_config_model_id, is_async_callable
 
 from .checkpoints import check_resumable, last_complete_checkpoint
-from .config import RSGRPOConfig, differences_from_grpo_config
+from .config import RSGRPOConfig, differences_from_grpo_config, trains_plain_grpo
 from .dynamic_sampling import DYNAMIC_SAMPLING_STATE, DynamicSamplingMixin
 from .estimators import estimator_params, group_advantages
-from .model_card import PAPER, add_rs_grpo_section, is_hub_id, name_local_base_model, trains_plain_grpo
+from .model_card import PAPER, add_rs_grpo_section, is_hub_id, name_local_base_model
 from .reward_guard import TALLY_FIELDS, RewardHealth, guard_reward_function, validate_train_dataset
 from .risk_metrics import risk_metrics
 from .run_dir import parse_resume
