@@ -1,11 +1,25 @@
 """Helpers shared by tests (tests import from here and from rs_trl, never from each other)."""
 
 import math
+from pathlib import Path
 
 import torch
 from trl import GRPOConfig
 
 from rs_trl.tiny import cpu_training_args
+
+ROOT = Path(__file__).resolve().parents[1]
+PAPER_RECIPE = ROOT / "recipes" / "Qwen2.5-Math-1.5B" / "rs_grpo" / "config_deepmath103k.yaml"
+LORA_RECIPE = ROOT / "recipes" / "Qwen2.5-1.5B-Instruct" / "rs_grpo" / "config_math12k_lora.yaml"
+# What turns a GPU recipe into a seconds-long CPU run; the recipe's method settings stay as they are.
+CPU_OVERRIDES = [
+    "--dataset_name", "arithmetic", "--dataset_limit", "16",
+    "--dtype", "float32", "--use_cpu", "true", "--bf16", "false", "--use_vllm", "false",
+    "--gradient_checkpointing", "false", "--report_to", "none", "--push_to_hub", "false",
+    "--max_steps", "2", "--per_device_train_batch_size", "4", "--num_generations", "4",
+    "--gradient_accumulation_steps", "1", "--max_completion_length", "8", "--dynamic_sampling_max_rounds", "1",
+    "--save_strategy", "no", "--logging_steps", "1", "--log_completions", "false",
+]  # fmt: skip
 
 
 def cpu_args(output_dir, **overrides):

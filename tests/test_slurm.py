@@ -18,16 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import CPU_OVERRIDES, PAPER_RECIPE
+
 ROOT = Path(__file__).resolve().parents[1]
-PAPER_RECIPE = ROOT / "recipes" / "Qwen2.5-Math-1.5B" / "rs_grpo" / "config_deepmath103k.yaml"
-CPU_OVERRIDES = [
-    "--dataset_name", "arithmetic", "--dataset_limit", "16",
-    "--dtype", "float32", "--use_cpu", "true", "--bf16", "false", "--use_vllm", "false",
-    "--gradient_checkpointing", "false", "--report_to", "none", "--push_to_hub", "false",
-    "--max_steps", "2", "--per_device_train_batch_size", "4", "--num_generations", "4",
-    "--gradient_accumulation_steps", "1", "--max_completion_length", "8", "--dynamic_sampling_max_rounds", "1",
-    "--save_strategy", "no", "--logging_steps", "1", "--log_completions", "false",
-]  # fmt: skip
 DAEMONS = ("munged", "slurmctld", "slurmd", "sbatch", "sinfo", "scontrol")
 
 

@@ -16,23 +16,13 @@ from rs_trl import RSGRPOConfig
 from rs_trl.rewards import completion_text, get_reward_funcs
 from rs_trl.tiny import build_tiny_model
 from rs_trl.train import demo_main, parse_args, train
+from tests.helpers import CPU_OVERRIDES, LORA_RECIPE, PAPER_RECIPE
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 # `rs-trl train` without a recipe takes the fields' own defaults, as `trl grpo` does: TRL's bf16 needs these on CPU.
 ON_CPU = ["--use_cpu", "true", "--bf16", "false"]
-PAPER_RECIPE = ROOT / "recipes" / "Qwen2.5-Math-1.5B" / "rs_grpo" / "config_deepmath103k.yaml"
-LORA_RECIPE = ROOT / "recipes" / "Qwen2.5-1.5B-Instruct" / "rs_grpo" / "config_math12k_lora.yaml"
-# What turns a GPU recipe into a seconds-long CPU run; the recipe's method settings stay as they are.
-CPU_OVERRIDES = [
-    "--dataset_name", "arithmetic", "--dataset_limit", "16",
-    "--dtype", "float32", "--use_cpu", "true", "--bf16", "false", "--use_vllm", "false",
-    "--gradient_checkpointing", "false", "--report_to", "none", "--push_to_hub", "false",
-    "--max_steps", "2", "--per_device_train_batch_size", "4", "--num_generations", "4",
-    "--gradient_accumulation_steps", "1", "--max_completion_length", "8", "--dynamic_sampling_max_rounds", "1",
-    "--save_strategy", "no", "--logging_steps", "1", "--log_completions", "false",
-]  # fmt: skip
 
 
 def free_port() -> int:

@@ -10,6 +10,18 @@ from rs_trl.dynamic_sampling import DynamicSamplingMixin
 from rs_trl.trl_bridge import AdvantageGRPOTrainer
 from tests.helpers import cpu_args
 
+# TRL's own default `GRPOConfig()` but for where it runs and for how long; the learning rate is large enough that
+# identical weights are not an accident of tiny updates.
+TRL_DEFAULTS_ON_CPU = dict(
+    use_cpu=True,
+    bf16=False,
+    max_completion_length=8,
+    max_steps=3,
+    logging_steps=1,
+    report_to="none",
+    learning_rate=1e-3,
+)
+
 
 def text_reward(completions, **kwargs):
     return [float(sum(map(ord, completion)) % 7) for completion in completions]
@@ -42,16 +54,7 @@ def test_bridge_trains_bit_for_bit_like_grpo_trainer(tiny_model_dir, tmp_path):
     dataset = Dataset.from_dict({"prompt": [f"Compute {i} + 7." for i in range(16)]})
     trainers = []
     for cls in (GRPOTrainer, AdvantageGRPOTrainer):
-        args = GRPOConfig(
-            output_dir=str(tmp_path / cls.__name__),
-            use_cpu=True,
-            bf16=False,
-            max_completion_length=8,
-            max_steps=3,
-            logging_steps=1,
-            report_to="none",
-            learning_rate=1e-3,  # large enough that identical weights are not an accident of tiny updates
-        )
+        args = GRPOConfig(output_dir=str(tmp_path / cls.__name__), **TRL_DEFAULTS_ON_CPU)
         trainer = recording_loss(cls)(model=tiny_model_dir, reward_funcs=text_reward, args=args, train_dataset=dataset)
         trainer.train()
         trainers.append(trainer)
@@ -173,17 +176,6 @@ def tool_tokenizer_dir(tiny_model_dir):
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     tokenizer.chat_template = (importlib.resources.files("trl") / "chat_templates" / "qwen2_5.jinja").read_text()
     return tokenizer
-
-
-TRL_DEFAULTS_ON_CPU = dict(
-    use_cpu=True,
-    bf16=False,
-    max_completion_length=8,
-    max_steps=3,
-    logging_steps=1,
-    report_to="none",
-    learning_rate=1e-3,
-)
 
 
 def test_rs_grpo_at_beta_zero_with_trls_values_is_grpo_trainer_on_trls_defaults(tiny_model_dir, tmp_path, caplog):
