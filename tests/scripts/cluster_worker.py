@@ -21,6 +21,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
+from clean_exit import exit_after_teardown
 from datasets import Dataset
 from safetensors.torch import save_file
 
@@ -220,3 +221,4 @@ def main():
 
 if __name__ == "__main__":
     main()
+    exit_after_teardown()

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import torch
+from clean_exit import exit_after_teardown
 from datasets import Dataset
 
 from rs_trl import RSGRPOTrainer, register_estimator
@@ -72,3 +73,4 @@ def main(model_dir: str, out_dir: str):
 
 if __name__ == "__main__":
     main(*sys.argv[1:3])
+    exit_after_teardown()
