@@ -192,7 +192,8 @@ class RefillSampler:
             chunk = permutation[self.position : self.position + count - len(indices)].tolist()
             indices += chunk
             self.position += len(chunk)
-            if self.position == self.dataset_size:
+            # `>=`: a state restored from a run over a larger dataset may point past this one's end.
+            if self.position >= self.dataset_size:
                 self.pass_index, self.position = self.pass_index + 1, 0
         self.drawn += count
         return indices

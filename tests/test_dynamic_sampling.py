@@ -78,6 +78,16 @@ def test_shortfall_is_padded_with_zero_variance_groups_and_state_restores():
     assert restored.refill.take(3) == sampler.refill.take(3)
 
 
+@pytest.mark.timeout(10)  # the bug this guards against was an endless loop
+def test_refill_state_from_a_larger_dataset_starts_a_new_pass_instead_of_spinning():
+    """Resuming with a smaller dataset: the saved position (9) lies past the new end (8 rows)."""
+    sampler = RefillSampler(8, seed=0)
+    sampler.load_state_dict({"pass_index": 0, "position": 9, "drawn": 9})
+    drawn = sampler.take(8)
+    assert sorted(drawn) == list(range(8))  # a whole fresh pass
+    assert (sampler.pass_index, sampler.position) == (2, 0)
+
+
 def test_refill_sampler_covers_each_pass_and_restores():
     sampler = RefillSampler(10, seed=3)
     first_pass = sampler.take(6) + sampler.take(4)
