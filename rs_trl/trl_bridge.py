@@ -90,24 +90,29 @@ class AdvantageGRPOTrainer(GRPOTrainer):
             per_func = ((grouped - mean) / (std + 1e-4)).view_as(rewards_per_func)
         else:
             per_func = rewards_per_func
-        weights = self.reward_weights.to(rewards_per_func.device).unsqueeze(0)
-        rewards = (per_func * weights).nansum(dim=1)
+        return self._weighted_sum(per_func, rewards_per_func)
+
+    def _weighted_sum(self, per_func: torch.Tensor, rewards_per_func: torch.Tensor) -> torch.Tensor:
+        """TRL's weighted sum over reward functions; NaN where every function returned None."""
+        rewards = (per_func * self.reward_weights.to(per_func.device).unsqueeze(0)).nansum(dim=1)
         rewards[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan
         return rewards
+
+    def _scaling_std(self, rewards: torch.Tensor, group_size: int) -> torch.Tensor:
+        """Per sample, the std TRL scales advantages by and tests for zero (`frac_reward_zero_std`): the batch's
+        under `normalize_then_sum` or `scale_rewards="batch"`, else the sample's group's (0 for groups of one)."""
+        if self.multi_objective_aggregation == "normalize_then_sum" or self.scale_rewards == "batch":
+            return nanstd(rewards).expand_as(rewards) if rewards.numel() > 1 else torch.zeros_like(rewards)
+        if group_size > 1:
+            return nanstd(rewards.view(-1, group_size), dim=1).repeat_interleave(group_size, dim=0)
+        return torch.zeros_like(rewards)  # eval with num_generations_eval=1
 
     def group_advantages(self, rewards: torch.Tensor, group_size: int) -> tuple[torch.Tensor, dict]:
         """`compute_advantages`, then the std scaling TRL applies to `r - mean` (`scale_rewards`; always the batch
         std under `normalize_then_sum`), then 0 for unscorable samples: the advantages that reach the loss."""
         advantages, info = self.compute_advantages(rewards, group_size)
-        if self.multi_objective_aggregation == "normalize_then_sum" or self.scale_rewards == "batch":
-            std = nanstd(rewards) if rewards.numel() > 1 else torch.zeros_like(rewards)
-            advantages = advantages / (std + 1e-4)
-        elif self.scale_rewards == "group":
-            if group_size > 1:
-                std = nanstd(rewards.view(-1, group_size), dim=1).repeat_interleave(group_size, dim=0)
-            else:  # eval with num_generations_eval=1
-                std = torch.zeros_like(rewards)
-            advantages = advantages / (std + 1e-4)
+        if self.multi_objective_aggregation == "normalize_then_sum" or self.scale_rewards != "none":
+            advantages = advantages / (self._scaling_std(rewards, group_size) + 1e-4)
         return torch.nan_to_num(advantages, nan=0.0), info
 
     def log_metrics(self, mode: str, values: dict) -> None:
@@ -224,12 +229,8 @@ class AdvantageGRPOTrainer(GRPOTrainer):
         """TRL's reward metrics (`reward`, `reward_std`, `frac_reward_zero_std`, `rewards/<name>/mean|std`) over
         every sample generated for the step, [samples, functions] in whole groups: what a run without dynamic sampling
         logs, so runs compare on what the policy generated. Mirrors `_generate_and_score_completions`' logging."""
-        rewards = (rewards_per_func * self.reward_weights.to(rewards_per_func.device).unsqueeze(0)).nansum(dim=1)
-        rewards[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan
-        if self.multi_objective_aggregation == "normalize_then_sum" or self.scale_rewards == "batch":
-            std = nanstd(rewards).expand_as(rewards)  # TRL's zero-std test uses the std it scales by
-        else:
-            std = nanstd(rewards.view(-1, group_size), dim=1).repeat_interleave(group_size, dim=0)
+        rewards = self._weighted_sum(rewards_per_func, rewards_per_func)  # TRL logs the plain weighted sum
+        std = self._scaling_std(rewards, group_size)
         values = {
             "reward": torch.nanmean(rewards),
             "reward_std": nanstd(rewards),
