@@ -37,6 +37,15 @@ class RSGRPOConfig(GRPOConfig):
         dropped (zero-advantage) groups and logs `dynamic_sampling/padded_groups`; `"error"` stops training with
         the fraction of zero-variance groups seen.
 
+    > Parameters that control preemption
+
+    checkpoint_on_signal (`bool`, *optional*, defaults to `True`):
+        On the first SIGTERM, SIGINT or SIGUSR1 during `train()` (what Slurm sends before a time limit or a
+        preemption, and Ctrl-C), finish the current optimizer step, save a complete checkpoint on every process
+        (they agree on the step) and raise `rs_trl.TrainingInterrupted`; `rs-trl train` then exits with 128 + the
+        signal's number, and `--resume_from_checkpoint true` continues the run. A second signal, 2 s or more after
+        the first, stops at once. `False` leaves the signals to Python's defaults, as in TRL.
+
     > Parameters that control fault tolerance
 
     reward_timeout (`float` or `None`, *optional*, defaults to `None`):
@@ -114,6 +123,13 @@ class RSGRPOConfig(GRPOConfig):
         metadata={
             "help": "When dynamic sampling is still short after the extra rounds: 'pad' (fill with zero-advantage "
             "groups, logged) or 'error'."
+        },
+    )
+    checkpoint_on_signal: bool = field(
+        default=True,
+        metadata={
+            "help": "On SIGTERM/SIGINT/SIGUSR1 (a scheduler's preemption or time limit, Ctrl-C), finish the step, save "
+            "a checkpoint on every process and exit with 128 + the signal; a second signal stops at once."
         },
     )
     reward_timeout: float | None = field(

@@ -28,6 +28,7 @@ from .config import RSGRPOConfig
 from .data import dataset_names, hub_id, load_math_dataset, load_prompt_dataset
 from .evaluation import greedy_accuracy
 from .offline import resolve_model
+from .preemption import TrainingInterrupted
 from .rewards import REWARD_FUNCS, get_reward_funcs
 from .run_dir import RunIdentityCallback, parse_resume, prepare_run_dir, run_identity
 from .trainer import RSGRPOTrainer
@@ -278,7 +279,10 @@ def train(script_args: ScriptArguments, training_args: RSGRPOConfig, model_args)
 def main(argv: list[str] | None = None, default_recipe: str | None = None) -> int:
     """Entry point of `rs-trl train` and `python -m rs_trl.train` (also under `accelerate launch`)."""
     script_args, training_args, model_args = parse_args(argv, default_recipe)
-    metrics = train(script_args, training_args, model_args)
+    try:
+        metrics = train(script_args, training_args, model_args)
+    except TrainingInterrupted as interruption:  # its checkpoint is saved and named: exit for the scheduler to requeue
+        return interruption.exit_code
     if "accuracy_before" in metrics:
         print(
             f"Greedy accuracy on {metrics['eval_problems']} held-out problems: "

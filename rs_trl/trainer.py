@@ -20,6 +20,7 @@ from .config import RSGRPOConfig, differences_from_grpo_config, trains_plain_grp
 from .dynamic_sampling import DYNAMIC_SAMPLING_STATE, DynamicSamplingMixin
 from .estimators import estimator_params, group_advantages
 from .model_card import PAPER, add_rs_grpo_section, is_hub_id, name_local_base_model
+from .preemption import CheckpointOnSignal
 from .reward_guard import TALLY_FIELDS, RewardHealth, guard_reward_function, validate_train_dataset
 from .risk_metrics import risk_metrics
 from .run_dir import parse_resume
@@ -107,6 +108,10 @@ class RSGRPOTrainer(DynamicSamplingMixin, AdvantageGRPOTrainer):
         self._reward_health = RewardHealth(self.reward_func_names, args.reward_failure_patience)
         if trains_plain_grpo(args):  # TRL's model card names the trainer and cites its paper: GRPO's, then
             self._name, self._paper = GRPOTrainer._name, GRPOTrainer._paper
+        self._checkpoint_on_signal = None
+        if args.checkpoint_on_signal:
+            self._checkpoint_on_signal = CheckpointOnSignal(self._any_process, args.process_index)
+            self.add_callback(self._checkpoint_on_signal)
         differences = differences_from_grpo_config(args)
         if differences and self.accelerator.is_main_process:
             logger.warning(
@@ -181,4 +186,22 @@ class RSGRPOTrainer(DynamicSamplingMixin, AdvantageGRPOTrainer):
             dynamic_sampling_file = DYNAMIC_SAMPLING_STATE if self.dynamic_sampler is not None else None
             check_resumable(resume_from_checkpoint, rng_file, dynamic_sampling_file)
             self.accelerator.print(f"Resuming from {resume_from_checkpoint}.")
-        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+        if self._checkpoint_on_signal is None:
+            return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+        self._checkpoint_on_signal.install()
+        try:
+            output = super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+        finally:
+            self._checkpoint_on_signal.restore()
+        interruption = self._checkpoint_on_signal.interruption(self.args.output_dir)
+        if interruption is not None:
+            self.accelerator.print(str(interruption))
+            raise interruption
+        return output
+
+    def _any_process(self, flag: bool) -> bool:
+        """True on every process when `flag` is True on any: they must stop at the same step."""
+        if self.accelerator.num_processes == 1:
+            return flag
+        flags = torch.tensor([float(flag)], device=self.accelerator.device)
+        return bool(self.accelerator.reduce(flags, reduction="sum").item() > 0)
