@@ -2,8 +2,9 @@
 
 A guarded reward function is called exactly where TRL calls it: in the training (main) thread, so anything that
 works under `GRPOTrainer` works here, signal-based timeouts such as Math-Verify's included. A call that raises
-leaves its samples unscored (NaN reward, so advantage 0); None, NaN and ±inf rewards are unscored samples too.
-Every event is counted per function. A wrong-length or wrong-type result is a bug in user code, not a transient
+leaves its samples unscored (NaN reward, so advantage 0), and so does one that calls `sys.exit`; None, NaN and
+non-finite rewards (±inf, or beyond float32, which TRL stores rewards in) are unscored samples too. Every event is
+counted per function, and the function running now is recorded in `REWARD_ACTIVITY` for the stall watchdog. A wrong-length or wrong-type result is a bug in user code, not a transient
 fault, so it raises a clear error naming the function.
 
 `RewardHealth` turns those counts into decisions, on totals summed over all processes so that every process
@@ -21,8 +22,14 @@ import signal
 import threading
 import time
 from collections import Counter
+from dataclasses import dataclass
 
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
 from datasets import Dataset
+
+from .rewards import math_accuracy_reward
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +51,18 @@ TALLY_FIELDS = ("calls", "failed_calls", "samples", *FAULT_KINDS)
 
 class RewardTimeout(Exception):
     """Raised inside a reward call that ran past `reward_timeout`."""
+
+
+@dataclass
+class RewardActivity:
+    """The guarded reward call running in this process, read by `rs_trl.watchdog` from its own thread."""
+
+    name: str | None = None  # the function running now, None between calls
+    started: float = 0.0  # time.monotonic() when it started
+    finished: float = 0.0  # time.monotonic() when the last call returned: progress
+
+
+REWARD_ACTIVITY = RewardActivity()
 
 
 def required_columns(reward_func) -> set[str]:
@@ -69,6 +88,9 @@ def call_with_timeout(func, kwargs: dict, seconds: float | None, name: str, warn
     main thread, or while another alarm is pending (it would be overwritten). A function that sets its own SIGALRM
     timer (Math-Verify's `parse`/`verify` with their default timeouts) cancels ours when it finishes; that is
     detected and reported once, and its own timeouts then bound it. `warned` holds the reasons already reported.
+    Python runs a signal handler only between bytecodes, so a call stuck in one long C call (a native library, a
+    blocking read that retries on EINTR) is interrupted only when that C call returns; the `RewardTimeout` then says
+    how long the call really ran.
     """
 
     def warn_once(reason: str, message: str):
@@ -86,7 +108,10 @@ def call_with_timeout(func, kwargs: dict, seconds: float | None, name: str, warn
         return func(**kwargs)
 
     def on_alarm(signum, frame):
-        raise RewardTimeout(f"reward function {name!r} ran past reward_timeout={seconds}s")
+        raise RewardTimeout(
+            f"reward function {name!r} ran {time.monotonic() - start:.1f} s, past reward_timeout={seconds} s (a call "
+            "stuck inside C code is interrupted only when it returns to Python)"
+        )
 
     previous = signal.signal(signal.SIGALRM, on_alarm)
     start = time.monotonic()
@@ -128,7 +153,8 @@ def guard_reward_function(reward_func, name: str, timeout: float | None, tally: 
     """Wrap a synchronous reward function.
 
     Counts go to `tally[(name, field)]` for each of `TALLY_FIELDS`; the last exception of a failed call to
-    `last_errors[name]`. A failed call returns None for every sample; ±inf rewards become None.
+    `last_errors[name]`. A failed call returns None for every sample (`sys.exit` in the function is a failed call:
+    it would end training with no message); non-finite rewards become None.
     """
 
     warned = set()
@@ -142,15 +168,20 @@ def guard_reward_function(reward_func, name: str, timeout: float | None, tally: 
         num_samples = len(kwargs["prompts"])
         tally[(name, "calls")] += 1
         tally[(name, "samples")] += num_samples
+        REWARD_ACTIVITY.name, REWARD_ACTIVITY.started = name, time.monotonic()
         try:
             rewards = call_with_timeout(reward_func, kwargs, timeout, name, warned)
         except RewardTimeout as exc:
             return _failed(name, "timeout", exc, num_samples, tally, last_errors)
-        except Exception as exc:  # noqa: BLE001 - a fault in user code must stay inside this call
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - a fault in user code must stay inside this call
             return _failed(name, "error", exc, num_samples, tally, last_errors)
+        finally:
+            REWARD_ACTIVITY.name, REWARD_ACTIVITY.finished = None, time.monotonic()
         rewards = _check_rewards(name, rewards, num_samples)
-        for i, reward in enumerate(rewards):
-            if reward is None or math.isnan(reward):
+        # Judged as TRL stores them, in float32: 1e300 is finite here but inf there.
+        as_float32 = torch.tensor([math.nan if r is None else float(r) for r in rewards], dtype=torch.float32)
+        for i, reward in enumerate(as_float32.tolist()):
+            if math.isnan(reward):
                 tally[(name, "none")] += 1
             elif math.isinf(reward):
                 tally[(name, "nonfinite")] += 1
@@ -164,7 +195,8 @@ def _failed(name, kind, exc, num_samples, tally, last_errors):
     tally[(name, "failed_calls")] += 1
     tally[(name, kind)] += num_samples
     last_errors[name] = exc
-    logger.warning("Reward function %r raised %r; its %d samples are unscored.", name, exc, num_samples)
+    raised = f"called sys.exit({exc.code!r})" if isinstance(exc, SystemExit) else f"raised {exc!r}"
+    logger.warning("Reward function %r %s; its %d samples are unscored.", name, raised, num_samples)
     return [None] * num_samples
 
 
@@ -236,7 +268,8 @@ class RewardHealth:
 
 def validate_train_dataset(dataset, reward_funcs, needs_prompt: bool, rollout_fields: bool = False):
     """Errors TRL would only hit mid-step (or never), raised before the model loads: an empty dataset, no prompt
-    column, a reward function's required column missing. TRL's own checks stay TRL's. With a `rollout_func`
+    column, a reward function's required column missing, an empty or None prompt, or an empty or None gold answer
+    for `math_accuracy_reward` (it would grade every completion 0). TRL's own checks stay TRL's. With a `rollout_func`
     (`rollout_fields=True`) TRL also feeds rewards the rollout's extra fields, unknown until it runs, so reward
     parameters are not checked against the columns: nothing TRL accepts is refused."""
     columns = getattr(dataset, "column_names", None)
@@ -247,6 +280,15 @@ def validate_train_dataset(dataset, reward_funcs, needs_prompt: bool, rollout_fi
     columns = set(columns)
     if needs_prompt and "prompt" not in columns:
         raise ValueError(f"train_dataset needs a 'prompt' column; it has {sorted(columns)}.")
+    # A user's own reward may take None for "does not apply"; our math reward needs a gold answer for every row.
+    checked = ["prompt"] + (["answer"] if any(func is math_accuracy_reward for func in reward_funcs) else [])
+    for column in checked if isinstance(dataset, Dataset) else []:
+        row = _first_blank_row(dataset, column) if column in columns else None
+        if row is not None:
+            raise ValueError(
+                f"train_dataset column {column!r} is empty or None in row {row} (the first such row): every row "
+                f"needs a non-empty {column}. Drop or fix those rows (e.g. with `dataset.filter`)."
+            )
     for func in [] if rollout_fields else reward_funcs:
         missing = required_columns(func) - columns
         if missing:
@@ -254,3 +296,15 @@ def validate_train_dataset(dataset, reward_funcs, needs_prompt: bool, rollout_fi
                 f"Reward function {getattr(func, '__name__', func)!r} needs dataset column(s) {sorted(missing)}, "
                 f"which train_dataset lacks; it has {sorted(columns)}."
             )
+
+
+def _first_blank_row(dataset: Dataset, column: str) -> int | None:
+    """Index of the first row whose `column` is None, blank text or an empty list (a conversation with no message)."""
+    values = dataset.select_columns([column]).with_format("arrow")[:][column]  # Arrow: fast on millions of rows
+    blank = pc.is_null(values)
+    if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+        blank = pc.or_kleene(blank, pc.equal(pc.utf8_trim_whitespace(values), ""))
+    elif pa.types.is_list(values.type) or pa.types.is_large_list(values.type):
+        blank = pc.or_kleene(blank, pc.equal(pc.list_value_length(values), 0))
+    row = pc.index(pc.fill_null(blank, False), True).as_py()
+    return None if row < 0 else row

@@ -240,15 +240,23 @@ def default_verifier() -> MathVerifier:
         return _default_verifier
 
 
-def math_accuracy_reward(completions: list, answer: list[str], **kwargs) -> list[float]:
-    r"""TRL reward function: 1.0 if the completion's final answer equals `answer` under Math-Verify, else 0.0.
+def math_accuracy_reward(completions: list, answer: list[str], **kwargs) -> list[float | None]:
+    r"""TRL reward function: 1.0 if the completion's final answer equals `answer` under Math-Verify, else 0.0; None
+    (unscored, so advantage 0) where the gold answer is None or blank, which no completion could match.
 
     The final answer is the last non-empty `\boxed{...}` or `\fbox{...}` if there is one, otherwise what Math-Verify's default extraction
     finds (e.g. "the final answer is $3$"). Works for plain-text (`list[str]`) and conversational
     (`list[list[dict]]`) completions; `answer` is the dataset's `answer` column, which TRL passes by name.
     Never raises on bad completions and never takes more than ~5 s per completion (see `MathVerifier`).
     """
-    return default_verifier()([completion_text(c) for c in completions], answer)
+    if len(completions) != len(answer):
+        raise ValueError(f"got {len(completions)} completions but {len(answer)} answers.")
+    gold = [i for i, a in enumerate(answer) if _text(a).strip()]
+    scores = default_verifier()([completion_text(completions[i]) for i in gold], [answer[i] for i in gold])
+    rewards = [None] * len(completions)
+    for i, score in zip(gold, scores):
+        rewards[i] = score
+    return rewards
 
 
 def format_reward(completions: list, **kwargs) -> list[float]:
@@ -260,18 +268,36 @@ def format_reward(completions: list, **kwargs) -> list[float]:
 REWARD_FUNCS = {"math_accuracy_reward": math_accuracy_reward, "format_reward": format_reward}
 
 
-def get_reward_funcs(names: list[str]) -> list:
-    """Map names to reward functions: ours by name, anything else by dotted import path (as TRL's script does)."""
+def get_reward_funcs(names: list[str] | str) -> list:
+    """Map names to reward functions: ours by name, anything else by dotted import path (as TRL's script does).
+
+    A single string is one name: a recipe's `reward_funcs: math_accuracy_reward` arrives as a string, not a list."""
     funcs = []
-    for name in names:
+    for name in [names] if isinstance(names, str) else names:
         if name in REWARD_FUNCS:
             funcs.append(REWARD_FUNCS[name])
         elif "." in name:
-            module_name, attribute = name.rsplit(".", 1)
-            funcs.append(getattr(importlib.import_module(module_name), attribute))
+            funcs.append(_import_reward(name))
         else:
             raise ValueError(
                 f"reward_funcs: unknown reward function {name!r}; allowed: {', '.join(REWARD_FUNCS)} or a dotted "
                 "import path such as 'my_package.my_module.my_reward'."
             )
     return funcs
+
+
+def _import_reward(path: str):
+    """The callable at dotted `path`, or a one-line ValueError saying what is wrong with the path."""
+    module_name, attribute = path.rsplit(".", 1)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ValueError(f"reward_funcs: {path!r}: module {module_name!r} cannot be imported ({error}).") from None
+    if not hasattr(module, attribute):
+        raise ValueError(f"reward_funcs: {path!r}: module {module_name!r} has no attribute {attribute!r}.")
+    func = getattr(module, attribute)
+    if not callable(func):
+        raise ValueError(
+            f"reward_funcs: {path!r} is a {type(func).__name__}, not a callable; name a reward function instead."
+        )
+    return func

@@ -1,12 +1,17 @@
 """The reward guard, called as TRL calls a reward function: timeouts, fault counts, clear errors for bad results."""
 
+import logging
+import re
+import signal
+import sys
 import threading
 import time
 from collections import Counter
 
 import pytest
+from datasets import Dataset
 
-from rs_trl.reward_guard import guard_reward_function
+from rs_trl.reward_guard import REWARD_ACTIVITY, guard_reward_function, validate_train_dataset
 from rs_trl.rewards import math_accuracy_reward
 
 PATHOLOGICAL = r"\boxed{9^{9^{9^{9}}}}"  # sympy compares this for hours
@@ -101,3 +106,93 @@ def test_called_outside_trl_the_guard_is_the_function_itself():
     with pytest.raises(KeyError, match="state"):
         guarded_failure(completions=["a"])
     assert not tally
+
+
+def test_rewards_beyond_float32_are_non_finite_faults():
+    """TRL stores rewards as float32: 1e300 would become inf there and zero its whole group's advantages."""
+
+    def huge(completions, **kwargs):
+        return [1.0, 1e300, -1e300, 3.0e38]
+
+    guarded, tally, _ = guard(huge)
+    assert call(guarded, list("abcd")) == [1.0, None, None, 3.0e38]
+    assert tally[("huge", "nonfinite")] == 2
+
+
+def test_sys_exit_in_a_reward_is_a_fault_of_that_function(caplog):
+    def exits(completions, **kwargs):
+        sys.exit(3)
+
+    guarded, tally, errors = guard(exits)
+    with caplog.at_level(logging.WARNING, logger="rs_trl.reward_guard"):
+        assert call(guarded, ["a", "b"]) == [None, None]
+    assert (tally[("exits", "failed_calls")], tally[("exits", "error")]) == (1, 2)
+    assert "'exits'" in caplog.text and "sys.exit(3)" in caplog.text
+    assert isinstance(errors["exits"], SystemExit)
+
+
+def test_keyboard_interrupt_in_a_reward_still_stops_training():
+    def interrupted(completions, **kwargs):
+        raise KeyboardInterrupt
+
+    guarded, _, _ = guard(interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        call(guarded, ["a"])
+
+
+def test_timeout_message_names_the_function_and_how_long_it_overran():
+    """A call stuck in C (here: SIGALRM held back for 1 s) is interrupted only when it returns to Python: the error
+    says so, with the measured duration next to the limit."""
+
+    def stuck_in_c(completions, **kwargs):
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+        try:
+            time.sleep(1.0)
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGALRM})
+        return [1.0]
+
+    guarded, tally, errors = guard(stuck_in_c, timeout=0.2)
+    assert call(guarded, ["a"]) == [None]
+    assert tally[("stuck_in_c", "timeout")] == 1
+    assert re.search(r"'stuck_in_c' ran 1\.\d s, past reward_timeout=0\.2 s", str(errors["stuck_in_c"]))
+
+
+def test_reward_activity_records_the_running_function():
+    seen = {}
+
+    def looks(completions, **kwargs):
+        seen["name"], seen["started"] = REWARD_ACTIVITY.name, REWARD_ACTIVITY.started
+        return [1.0]
+
+    guarded, _, _ = guard(looks)
+    before = time.monotonic()
+    call(guarded, ["a"])
+    assert seen["name"] == "looks" and seen["started"] >= before
+    assert REWARD_ACTIVITY.name is None and REWARD_ACTIVITY.finished >= seen["started"]
+
+
+@pytest.mark.parametrize(
+    ("columns", "message"),
+    [
+        ({"prompt": ["a", None, ""]}, r"'prompt' is empty or None in row 1"),
+        ({"prompt": ["a", "b", "  "]}, r"'prompt' is empty or None in row 2"),
+        ({"prompt": [[{"role": "user", "content": "a"}], []]}, r"'prompt' is empty or None in row 1"),
+        ({"prompt": ["a", "b", "c"], "answer": ["1", "2", None]}, r"'answer' is empty or None in row 2"),
+        ({"prompt": ["a", "b"], "answer": ["", "2"]}, r"'answer' is empty or None in row 0"),
+    ],
+)
+def test_dataset_with_empty_prompts_or_gold_answers_is_refused(columns, message):
+    with pytest.raises(ValueError, match=message):
+        validate_train_dataset(Dataset.from_dict(columns), [math_accuracy_reward], needs_prompt=True)
+
+
+def test_dataset_checks_accept_valid_and_other_answer_columns():
+    ok = Dataset.from_dict({"prompt": ["a", "b"], "answer": [1, 2]})
+    validate_train_dataset(ok, [math_accuracy_reward], needs_prompt=True)
+    validate_train_dataset(ok.shuffle(seed=0), [math_accuracy_reward], needs_prompt=True)
+
+    def custom(completions, answer, **kwargs):  # None may mean "does not apply" to a user's reward
+        return [None if a is None else 1.0 for a in answer]
+
+    validate_train_dataset(Dataset.from_dict({"prompt": ["a"], "answer": [None]}), [custom], needs_prompt=True)

@@ -1,12 +1,20 @@
 """Math-Verify reward: equivalence table, last-box preference, malformed input, and bounded time from a thread."""
 
+import os
 import pickle
 import threading
 import time
 
 import pytest
 
-from rs_trl.rewards import MathVerifier, completion_text, format_reward, last_boxed, math_accuracy_reward
+from rs_trl.rewards import (
+    MathVerifier,
+    completion_text,
+    format_reward,
+    get_reward_funcs,
+    last_boxed,
+    math_accuracy_reward,
+)
 
 # (completion, gold answer, expected reward)
 CASES = [
@@ -112,3 +120,28 @@ def test_format_reward_is_linear_in_unclosed_boxes():
     assert format_reward([text]) == [1.0] and last_boxed(text) == "7"
     assert time.perf_counter() - start < 1.0
     assert last_boxed(r"\boxed{a \boxed{b} c} \boxed{") == "b"  # nested: the last complete box wins, as before
+
+
+def test_missing_gold_answers_are_unscored_not_wrong():
+    completions = [r"\boxed{1}", r"\boxed{2}", r"\boxed{3}", r"\boxed{4}"]
+    assert math_accuracy_reward(completions, answer=[None, "", " ", "4"]) == [None, None, None, 1.0]
+
+
+def test_reward_funcs_as_one_string():
+    """A recipe's `reward_funcs: math_accuracy_reward` reaches us as a string, not a list."""
+    assert get_reward_funcs("math_accuracy_reward") == [math_accuracy_reward]
+    assert get_reward_funcs("os.path.join") == [os.path.join]
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("nosuchpkg.fn", r"reward_funcs: 'nosuchpkg\.fn': module 'nosuchpkg' cannot be imported"),
+        ("os.path.nope", r"reward_funcs: 'os\.path\.nope': module 'os\.path' has no attribute 'nope'"),
+        ("math.pi", r"reward_funcs: 'math\.pi' is a float, not a callable"),
+    ],
+)
+def test_bad_dotted_reward_paths_are_one_line_errors(path, message):
+    with pytest.raises(ValueError, match=message) as error:
+        get_reward_funcs([path])
+    assert "\n" not in str(error.value)
