@@ -25,6 +25,7 @@ from importlib import resources
 from typing import Any
 
 from datasets import Dataset, load_dataset
+from huggingface_hub import constants
 
 PROMPT_TEMPLATE = "{question}\nPlease reason step by step, and put your final answer within \\boxed{{}}."
 
@@ -74,8 +75,26 @@ def _question_text(value: Any) -> str:
     return text.removeprefix(_DAPO_PREFIX).removesuffix(_DAPO_SUFFIX)
 
 
-def _load_hub(source: HubSource, split: str, load_kwargs: dict) -> list[dict]:
-    raw = load_dataset(source.hub_id, split=source.split or split, **load_kwargs)
+def _load_dataset(path: str, what: str, way_out: str, **kwargs):
+    """`load_dataset`, with a dataset the Hub cannot serve (offline or no network, and not cached) as a ValueError
+    naming it and the ways out: the ConnectionError datasets raises is a traceback about HEAD requests."""
+    try:
+        return load_dataset(path, **kwargs)
+    except ConnectionError as error:
+        reason = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else "the Hugging Face Hub could not be reached"
+        raise ValueError(
+            f"{what} {path!r} is not in the local cache and {reason} ({error}); download it once with network access "
+            f"(and HF_HUB_OFFLINE unset), or {way_out}."
+        ) from error
+
+
+def _load_hub(source: HubSource, split: str, load_kwargs: dict, name: str) -> list[dict]:
+    if DATASETS[name].kind == "benchmark":
+        way_out = "use an offline benchmark (e.g. --benchmarks arithmetic-test, gsm_symbolic-test or champ)"
+    else:
+        way_out = "use an offline training set (arithmetic, gsm_symbolic)"
+    way_out += " or pass `hub_id=` a local directory with the same columns"
+    raw = _load_dataset(source.hub_id, f"{name} dataset", way_out, split=source.split or split, **load_kwargs)
     top_level = {source.question.split(".")[0], source.answer.split(".")[0]}
     missing = sorted(top_level - set(raw.column_names))
     if missing:
@@ -267,7 +286,7 @@ def load_math_dataset(
     """
     entry = _entry(name, "train", limit, kwargs)
     if entry.source is not None:
-        dataset = _records_to_dataset(_load_hub(_hub_source(entry, kwargs), split, kwargs), chat)
+        dataset = _records_to_dataset(_load_hub(_hub_source(entry, kwargs), split, kwargs, name), chat)
         if limit is not None:
             dataset = dataset.shuffle(seed=seed).select(range(min(limit, len(dataset))))
         return dataset
@@ -291,7 +310,7 @@ def load_benchmark(name: str, *, chat: bool = True, limit: int | None = None, **
     entry = _entry(name, "benchmark", limit, kwargs)
     if entry.source is not None:
         source = _hub_source(entry, kwargs)
-        records = _load_hub(source, source.split or "test", kwargs)
+        records = _load_hub(source, source.split or "test", kwargs, name)
     else:
         records = entry.loader("test", limit or 50, 0, **kwargs)
     records = records[:limit] if limit else records
@@ -314,7 +333,8 @@ def load_prompt_dataset(
     open-r1's GRPO scripts take it. A `prompt` column is used as it is (TRL's format: text or a conversation);
     another `prompt_column` holds the problem text and gets rs_trl's math prompt (`make_prompt`). `answer_column`, if
     given, is copied to `answer` (what `math_accuracy_reward` reads). Other columns pass through to the rewards."""
-    dataset = load_dataset(path, name=config, split=split, streaming=streaming)
+    way_out = "pass a local directory of data files as --dataset_name"
+    dataset = _load_dataset(path, "dataset", way_out, name=config, split=split, streaming=streaming)
     # A stream may not know its columns before it is read; TRL's own checks then speak at the first batch.
     columns = set(dataset.column_names) if dataset.column_names is not None else {prompt_column, answer_column}
     if prompt_column not in columns:

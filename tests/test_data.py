@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from rs_trl.data import PROMPT_TEMPLATE, load_benchmark, load_math_dataset
+from rs_trl.data import PROMPT_TEMPLATE, load_benchmark, load_math_dataset, load_prompt_dataset
 from rs_trl.rewards import math_accuracy_reward
 
 
@@ -93,3 +93,18 @@ def test_held_out_problems_are_never_training_problems(name):
 def test_asking_for_more_held_out_problems_than_exist_is_a_clear_error():
     with pytest.raises(ValueError, match="arithmetic: only 63 distinct 'test' problems exist, 64 were asked for"):
         load_math_dataset("arithmetic", split="test", limit=64)
+
+
+@pytest.mark.parametrize(
+    "call, fix",
+    [
+        (lambda: load_benchmark("aime24", hub_id="rs-trl-tests/not-cached"), "--benchmarks arithmetic-test"),
+        (lambda: load_math_dataset("math12k", hub_id="rs-trl-tests/not-cached"), "arithmetic, gsm_symbolic"),
+        (lambda: load_prompt_dataset("rs-trl-tests/not-cached"), "local directory"),
+    ],
+)
+def test_unreachable_hub_dataset_names_it_and_the_way_out(call, fix):
+    """HF_HUB_OFFLINE=1 (tests/conftest.py) and not cached: a ValueError naming the dataset, not a ConnectionError."""
+    with pytest.raises(ValueError, match="rs-trl-tests/not-cached") as error:
+        call()
+    assert "HF_HUB_OFFLINE" in str(error.value) and fix in str(error.value)
