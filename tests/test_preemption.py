@@ -109,7 +109,9 @@ def test_sigterm_to_the_launcher_checkpoints_every_rank_and_resume_finishes_the_
             "--max_completion_length", "8", "--dynamic_sampling", "false", "--save_strategy", "steps",
             "--save_steps", "2", "--logging_steps", "1", *extra,
         ]  # fmt: skip
-        return subprocess.Popen(command, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        return subprocess.Popen(
+            command, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
 
     first = launch()
     _wait_for(out / "checkpoint-2" / "trainer_state.json", first)

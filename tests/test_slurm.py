@@ -146,3 +146,56 @@ def test_train_sbatch_runs_on_a_real_slurm(slurm_cluster, tiny_model_dir, tmp_pa
     assert all(s == {"num_processes": 2, "world_size": 2, "distributed_type": "MULTI_CPU"} for s in seen), seen
     metrics = json.loads((out / "metrics.json").read_text())
     assert len([entry for entry in metrics["log_history"] if "loss" in entry]) == 2
+
+
+@pytest.mark.slow
+def test_time_limit_signal_checkpoints_requeues_and_resumes(slurm_cluster, tiny_model_dir, tmp_path):
+    """What `--signal=B:USR1@600` does before a time limit, sent now with scancel: the batch script passes USR1 to the
+    training processes, which save and stop; the job requeues itself and its second run resumes to the last step."""
+    out, log = tmp_path / "run", tmp_path / "job.out"
+    env = {
+        **slurm_cluster,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "GPUS_PER_NODE": "2",
+        "MAIN_PROCESS_PORT": str(free_port()),
+    }
+    overrides = {**dict(zip(CPU_OVERRIDES[::2], CPU_OVERRIDES[1::2])), "--max_steps": "100", "--save_steps": "2"}
+    overrides.update({"--save_strategy": "steps", "--dynamic_sampling": "false", "--dataset_limit": "64"})
+    command = [
+        "sbatch", "--parsable", "--nodes", "1", "--gpus-per-node=0", "--output", str(log),
+        "recipes/slurm/train.sbatch", str(PAPER_RECIPE), "recipes/accelerate_configs/cpu_gloo.yaml",
+        "--model_name_or_path", tiny_model_dir, "--output_dir", str(out), *(x for kv in overrides.items() for x in kv),
+        "--reward_funcs", "format_reward",
+    ]  # fmt: skip
+    job_id = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout.strip()
+
+    def job_state():
+        shown = subprocess.run(["scontrol", "show", "job", job_id], env=env, capture_output=True, text=True).stdout
+        return shown.split("JobState=")[1].split()[0] if "JobState=" in shown else "GONE", shown
+
+    def wait(check, seconds, what):
+        deadline = time.monotonic() + seconds
+        while not check():
+            assert time.monotonic() < deadline, (
+                f"{what}: {job_state()[1]}\n{log.read_text()[-4000:] if log.exists() else ''}"
+            )
+            time.sleep(0.5)
+
+    wait(lambda: (out / "checkpoint-2" / "trainer_state.json").exists(), 600, "no checkpoint-2")
+    subprocess.run(["scancel", "--batch", "--signal=USR1", job_id], env=env, check=True)
+    wait(lambda: "Restarts=1" in job_state()[1], 300, "the job did not requeue")
+    # Slurm delays a requeued job's start by about two minutes; this cluster has nothing else to run.
+    subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], env=env, capture_output=True)
+    wait(
+        lambda: (out / "metrics.json").exists() and job_state()[0] == "COMPLETED",
+        900,
+        "the requeued job did not finish",
+    )
+    text = log.read_text()
+    assert "requeueing job" in text and "Resuming from" in text, text[-4000:]
+    assert "SIGUSR1 received: finishing this optimizer step" in text, text[-4000:]
+    history = json.loads((out / "metrics.json").read_text())["log_history"]
+    steps = [entry["step"] for entry in history if "loss" in entry]
+    assert steps == list(range(1, 101)), steps

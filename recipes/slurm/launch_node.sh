@@ -8,6 +8,9 @@ set -euo pipefail
 config=$1
 shift
 gpus_per_node=${GPUS_PER_NODE:-8}
+# train.sbatch sends USR1 to every process of the job step near the time limit: the training processes save and stop
+# (rs_trl.preemption), the launcher must not die of it first. Ignored here; the training processes set their own.
+trap '' USR1
 exec accelerate launch --config_file "$config" \
   --num_machines "${NUM_MACHINES:?}" --num_processes "$((NUM_MACHINES * gpus_per_node))" \
   --machine_rank "${SLURM_PROCID:?}" --main_process_ip "${MAIN_PROCESS_IP:?}" \
