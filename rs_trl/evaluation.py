@@ -55,9 +55,22 @@ def default_ks(n: int) -> list[int]:
 # Evaluation.
 
 
-def _check_args(n: int, ks: Sequence[int] | None, temperature: float, top_p: float, max_new_tokens: int, backend: str):
+def _check_args(
+    n: int,
+    ks: Sequence[int] | None,
+    temperature: float,
+    top_p: float,
+    max_new_tokens: int,
+    backend: str,
+    batch_size: int,
+    limit: int | None,
+):
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"`n` must be a positive integer (samples per problem), got {n!r}.")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"`batch_size` (--batch-size) must be a positive integer, got {batch_size!r}.")
+    if limit is not None and (not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"`limit` (--limit) must be a positive integer (problems per benchmark), got {limit!r}.")
     bad = [k for k in ks if not isinstance(k, int) or not 1 <= k <= n] if ks is not None else []
     if ks is not None and (not ks or bad):
         raise ValueError(f"`ks` must be non-empty integers in [1, n={n}], got {list(ks)!r}.")
@@ -136,20 +149,23 @@ def evaluate_pass_at_k(
         backend_kwargs: extra arguments for `vllm.LLM` or `AutoModelForCausalLM.from_pretrained`.
 
     Returns:
-        {"model", "settings": {"model_path", "backend", "benchmarks", "limit", "n", "ks", "temperature", "top_p",
-        "max_new_tokens", "seed", "chat"}, "ks", "benchmarks": {name: {"num_problems", "pass_at_k": {k: value},
+        {"model", "settings": {"model_path", "weights", "backend", "benchmarks", "limit", "n", "ks", "temperature",
+        "top_p", "max_new_tokens", "seed", "chat"}, "ks", "benchmarks": {name: {"num_problems", "pass_at_k": {k: value},
         "problems": [{"id", "answer", "correct", "n"}]}}, "average": {k: mean over benchmarks}}.
 
     With `out_dir`, `pass_at_k.json` is rewritten as each benchmark finishes (with "unfinished": the benchmarks still
-    to run), so an interruption loses at most the benchmark in progress; a rerun with the same `out_dir` and settings
-    skips the benchmarks already there, and one with other settings is refused.
+    to run), so an interruption loses at most the benchmark in progress. A rerun with the same `out_dir`, settings and
+    weights (`_weights_identity`) reuses the benchmarks already there, saying so; one with other settings is refused;
+    one whose model has other weights than the file records (retrained in place), or is a loaded model, evaluates
+    every benchmark again and replaces the file.
     """
-    _check_args(n, ks, temperature, top_p, max_new_tokens, backend)
+    _check_args(n, ks, temperature, top_p, max_new_tokens, backend, batch_size, limit)
     ks = list(ks) if ks is not None else default_ks(n)
     selected = _resolve_benchmarks(benchmarks)
     backend = resolve_backend(backend, model)
     settings = {
         "model_path": str(model) if isinstance(model, (str, Path)) else type(model).__name__,
+        "weights": _weights_identity(model, (backend_kwargs or {}).get("revision")),
         "backend": backend,
         "benchmarks": list(selected),
         "limit": limit,
@@ -169,20 +185,18 @@ def evaluate_pass_at_k(
     }
     out_dir = Path(out_dir) if out_dir is not None else None
     if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        _prepare_out_dir(out_dir)
         results["benchmarks"] = _finished_benchmarks(out_dir / RESULTS_FILE, settings)
 
     todo = [bench for bench in selected if bench not in results["benchmarks"]]
-    if len(todo) < len(selected):
-        print(f"{out_dir / RESULTS_FILE}: reusing finished benchmark(s) {[b for b in selected if b not in todo]}")
+    # Every dataset before the model: an unreachable one fails in seconds, not after the first benchmark.
+    if isinstance(selected, Mapping):
+        datasets = {b: selected[b].select(range(min(limit, len(selected[b])))) if limit else selected[b] for b in todo}
+    else:
+        datasets = {bench: load_benchmark(bench, chat=chat, limit=limit) for bench in todo}
     verifier = verifier or default_verifier()
     sampler = None
-    for bench in todo:
-        if isinstance(selected, Mapping):
-            dataset = selected[bench]
-            dataset = dataset.select(range(min(limit, len(dataset)))) if limit else dataset
-        else:
-            dataset = load_benchmark(bench, chat=chat, limit=limit)
+    for bench, dataset in datasets.items():
         if sampler is None:  # loaded only when a benchmark is left to run
             sampler = make_sampler(backend, model, tokenizer, seed, batch_size, backend_kwargs)
         if backend == "transformers":
@@ -220,26 +234,76 @@ def evaluate_pass_at_k(
     return results
 
 
+# Model files whose change means other weights (a model directory also holds tokenizer and training files).
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+
+
+def _weights_identity(model: Any, revision: str | None = None) -> dict | None:
+    """What identifies the weights `model` stands for, cheaply: a local directory by its weight files' names, sizes and
+    modification times (nothing is read, whatever the model's size); a Hub id by the id and `revision`; None for a
+    loaded model, whose weights may have changed since any earlier evaluation (a trainer's live model)."""
+    if not isinstance(model, (str, Path)):
+        return None
+    path = Path(model)
+    if not path.is_dir():
+        return {"hub_id": str(model), "revision": revision or "main"}
+    files = sorted(f for f in path.iterdir() if f.is_file() and f.name.endswith(_WEIGHT_SUFFIXES))
+    return {"files": [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files]}
+
+
+def _prepare_out_dir(out_dir: Path) -> None:
+    """Create `out_dir` and make sure results can be written there, before any model is loaded."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out {out_dir} is a file, not a directory; pass a directory for the results.")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"--out {out_dir}: cannot create the directory ({error.strerror}); pass another.") from error
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out_dir} is not writable; pass a directory you can write to.")
+
+
 def _finished_benchmarks(path: Path, settings: dict) -> dict:
-    """Benchmarks an earlier run with the same settings already wrote to `path` (none if there is no such file)."""
+    """Benchmarks an earlier run with the same settings and weights already wrote to `path`, said one by one (none if
+    there is no such file, or it holds results for other weights: those are evaluated again and replaced)."""
     if not path.is_file():
         return {}
     previous = load_results(path)
     old = previous.get("settings", {})
-    differing = [key for key in settings if key != "benchmarks" and old.get(key) != settings[key]]
+    differing = [key for key in settings if key not in ("benchmarks", "weights") and old.get(key) != settings[key]]
     if differing:
         changes = ", ".join(f"{key}: {old.get(key)!r} there, {settings[key]!r} now" for key in differing)
         raise ValueError(
             f"{path} holds results of an evaluation with other settings ({changes}); use another --out, or delete "
             "the file to start over."
         )
+    if settings["weights"] is None:
+        print(f"{path}: a loaded model's weights cannot be matched with the results there; evaluating again.")
+        return {}
+    if old.get("weights") != settings["weights"]:
+        # The model was retrained in place: the results wanted are those of the weights it has now.
+        change = _weights_change(old.get("weights"), settings["weights"])
+        print(f"{path} holds results for other weights ({change}); evaluating again and replacing them.")
+        return {}
     dropped = [bench for bench in previous["benchmarks"] if bench not in settings["benchmarks"]]
     if dropped:  # rewriting the file without them would lose them
         raise ValueError(
             f"{path} holds results for {dropped}, which this run does not ask for; add them to --benchmarks, use "
             "another --out, or delete the file to start over."
         )
+    for bench in previous["benchmarks"]:
+        print(f"reusing {bench} from {path} (same weights and settings)")
     return previous["benchmarks"]
+
+
+def _weights_change(old: dict | None, new: dict) -> str:
+    if old is None:
+        return "it records none"
+    if "files" in old and "files" in new:
+        before, after = ({name: rest for name, *rest in w["files"]} for w in (old, new))
+        changed = sorted(name for name in before.keys() | after.keys() if before.get(name) != after.get(name))
+        return f"changed since: {', '.join(changed)}"
+    return f"{old} there, {new} now"
 
 
 def _write_results(path: Path, results: dict, unfinished: list[str]) -> None:

@@ -13,10 +13,12 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+from .estimators import unbiased_pass_at_k
 from .intervals import bootstrap_interval, paired_difference, transitions
 from .plots import pyplot
 
 RESULTS_FILE = "pass_at_k.json"
+_TOLERANCE = 1e-6  # stored pass@k against the one recomputed from the counts: JSON keeps floats exactly
 
 
 def plot_pass_at_k(results: Sequence[dict], path: str | Path) -> Path:
@@ -50,21 +52,91 @@ def plot_pass_at_k(results: Sequence[dict], path: str | Path) -> Path:
     return path
 
 
-def load_results(path: str | Path) -> dict:
-    """Read a results JSON (a file, or a directory containing `pass_at_k.json`)."""
+def results_path(path: str | Path) -> Path:
+    """The results file `path` names: the file itself, or `pass_at_k.json` in a directory."""
     path = Path(path)
-    path = path / RESULTS_FILE if path.is_dir() else path
+    return path / RESULTS_FILE if path.is_dir() else path
+
+
+def load_results(path: str | Path) -> dict:
+    """Read a results JSON (a file, or a directory containing `pass_at_k.json`); a file that is not one, or whose
+    numbers contradict each other, is a ValueError naming it."""
+    path = results_path(path)
     if not path.is_file():
         raise ValueError(f"no results file at {path}; pass a `{RESULTS_FILE}` written by `rs-trl eval`.")
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        problem = f"not valid JSON ({error})"
+    else:
+        problem = _results_problem(result)
+    if problem:
+        raise ValueError(
+            f"{path}: {problem}; it is not a valid `rs-trl eval` results file: rerun `rs-trl eval` to rewrite it, "
+            "or leave it out."
+        )
+    return result
 
 
-def compare_results(results: Sequence[dict], ks: Sequence[int] | None = None, seed: int = 0) -> str:
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _results_problem(result) -> str | None:
+    """What is wrong with a results dict (shape, counts, pass@k against its counts), or None."""
+    if not isinstance(result, dict):
+        return f"expected a JSON object, got {type(result).__name__}"
+    missing = [key for key in ("model", "ks", "benchmarks") if key not in result]
+    if missing:
+        return f"missing key(s) {missing}"
+    ks, benchmarks = result["ks"], result["benchmarks"]
+    if not isinstance(ks, list) or not ks or not all(_is_count(k) and k >= 1 for k in ks):
+        return f"`ks` must be a non-empty list of positive integers, got {ks!r}"
+    if not isinstance(benchmarks, dict) or not isinstance(result.get("settings", {}), dict):
+        return "`benchmarks` and `settings` must be JSON objects"
+    for name, bench in benchmarks.items():
+        if not isinstance(bench, dict) or not isinstance(bench.get("pass_at_k"), dict):
+            return f"benchmark {name!r} has no `pass_at_k` object"
+        if not isinstance(bench.get("problems"), list):
+            return f"benchmark {name!r} has no `problems` list"
+        correct, samples = [], []
+        for problem in bench["problems"]:
+            n = problem.get("n", result.get("n")) if isinstance(problem, dict) else None
+            if not isinstance(problem, dict) or "id" not in problem or not _is_count(problem.get("correct")):
+                return f"{name}: each problem needs an `id` and a non-negative integer `correct`, got {problem!r}"
+            if not _is_count(n) or n < 1:
+                return f"{name}: problem {problem['id']} needs a positive integer `n` (samples), got {n!r}"
+            if problem["correct"] > n:
+                return f"{name}: problem {problem['id']} has correct = {problem['correct']} > n = {n}"
+            if max(ks) > n:
+                return f"{name}: problem {problem['id']} has n = {n} samples, fewer than k = {max(ks)}"
+            correct.append(problem["correct"])
+            samples.append(n)
+        for k in ks:
+            stored = bench["pass_at_k"].get(str(k))
+            expected = unbiased_pass_at_k(correct, samples, k).mean().item() if correct else 0.0
+            if not isinstance(stored, (int, float)) or not abs(stored - expected) <= _TOLERANCE:
+                return f"{name}: pass@{k} is {stored!r}, but its per-problem counts give {expected!r}"
+    if "average" not in result and not result.get("unfinished"):  # written last, once every benchmark is done
+        return "missing key 'average'"
+    if "average" in result:
+        average = result["average"]
+        for k in ks:
+            expected = sum(b["pass_at_k"][str(k)] for b in benchmarks.values()) / max(len(benchmarks), 1)
+            stored = average.get(str(k)) if isinstance(average, dict) else None
+            if not isinstance(stored, (int, float)) or not abs(stored - expected) <= _TOLERANCE:
+                return f"average pass@{k} is {stored!r}, but its benchmarks' mean is {expected!r}"
+    return None
+
+
+def compare_results(
+    results: Sequence[dict], ks: Sequence[int] | None = None, seed: int = 0, sources: Sequence[str] | None = None
+) -> str:
     """Markdown: a pass@k table (rows: benchmarks + average; one column per model and k) with 95% bootstrap intervals
     over problems, then for each model after the first and each benchmark: its paired pass@k difference to the first
     model with its interval, and the problems it newly solves (no correct sample from the first model, at least one
-    of its own) and no longer solves."""
-    _check_comparable(results)
+    of its own) and no longer solves. `sources` names each result in errors and warnings (default: its label)."""
+    _check_comparable(results, sources or [r["model"] for r in results])
     ks = [int(k) for k in (ks or [min(results[0]["ks"]), max(results[0]["ks"])])]
     for result in results:
         missing = [k for k in ks if str(k) not in result["average"]]
@@ -126,25 +198,30 @@ def _percent_range(interval: tuple[float, float, float] | None) -> str:
 _COMPARED_SETTINGS = ("n", "limit", "chat", "temperature", "top_p", "max_new_tokens")
 
 
-def _check_comparable(results: Sequence[dict]) -> None:
-    """Refuse averages over different benchmark sets; warn when the settings behind the numbers differ."""
+def _check_comparable(results: Sequence[dict], sources: Sequence[str]) -> None:
+    """Refuse unfinished results and averages over different benchmark sets; warn, naming each result's source, when
+    the settings behind the numbers differ (per result: two files may carry the same label)."""
+    for result, source in zip(results, sources):
+        if result.get("unfinished"):
+            raise ValueError(
+                f"{source}: an unfinished evaluation (still to run: {result['unfinished']}); rerun the same "
+                "`rs-trl eval` command to finish it."
+            )
     benches = [sorted(r["benchmarks"]) for r in results]
     if any(b != benches[0] for b in benches):
-        listed = "; ".join(f"{r['model']}: {', '.join(b)}" for r, b in zip(results, benches))
+        listed = "; ".join(f"{s}: {', '.join(b)}" for s, b in zip(sources, benches))
         raise ValueError(
             f"the results cover different benchmark sets ({listed}), so their averages are not comparable; evaluate "
             "every model with the same --benchmarks (a rerun with the same --out runs only the missing ones)."
         )
-    for result in results:
+    for result, source in zip(results, sources):
         if "settings" not in result:
-            warnings.warn(f"{result['model']}: no eval settings recorded (an older rs-trl wrote it).", stacklevel=3)
-        elif result.get("unfinished"):
-            warnings.warn(f"{result['model']}: unfinished benchmarks {result['unfinished']}.", stacklevel=3)
-    recorded = [r for r in results if "settings" in r]
+            warnings.warn(f"{source}: no eval settings recorded (an older rs-trl wrote it).", stacklevel=3)
+    recorded = [(s, r["settings"]) for s, r in zip(sources, results) if "settings" in r]
     for key in _COMPARED_SETTINGS:
-        values = {r["model"]: r["settings"].get(key) for r in recorded}
-        if len(set(map(repr, values.values()))) > 1:
-            warnings.warn(f"results were evaluated with different {key}: {values}.", stacklevel=3)
+        if len({repr(settings.get(key)) for _, settings in recorded}) > 1:
+            listed = ", ".join(f"{s}: {settings.get(key)!r}" for s, settings in recorded)
+            warnings.warn(f"results were evaluated with different {key} ({listed}).", stacklevel=3)
 
 
 def compare_main(argv: list[str] | None = None) -> int:
@@ -154,8 +231,13 @@ def compare_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ks", type=int, nargs="+", default=None, help="k columns (default: smallest and largest)")
     parser.add_argument("--plot", default=None, help="also write a pass@k-vs-k PNG with every model")
     args = parser.parse_args(argv)
-    results = [load_results(path) for path in args.results]
-    print(compare_results(results, args.ks))
+    paths = [results_path(path) for path in args.results]
+    results = [load_results(path) for path in paths]
+    labels = [result["model"] for result in results]
+    if len(set(labels)) < len(labels):  # e.g. one --model path evaluated before and after retraining
+        for result, path in zip(results, paths):
+            result["model"] = f"{result['model']} ({path})"
+    print(compare_results(results, args.ks, sources=[str(path) for path in paths]))
     if args.plot:
         print(f"wrote {plot_pass_at_k(results, args.plot)}")
     return 0

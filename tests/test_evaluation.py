@@ -208,7 +208,7 @@ def _result(model, benchmarks=("arithmetic-test",), **settings):
 def test_compare_refuses_different_benchmark_sets_and_warns_on_different_settings():
     with pytest.raises(ValueError, match="different benchmark sets.*B: arithmetic-test, champ"):
         compare_results([_result("A"), _result("B", ("arithmetic-test", "champ"))])
-    with pytest.warns(UserWarning, match=r"different n: \{'A': 4, 'B': 8\}"):
+    with pytest.warns(UserWarning, match=r"different n \(A: 4, B: 8\)"):
         compare_results([_result("A"), _result("B", n=8)])
     with pytest.warns(UserWarning, match="different limit"):
         compare_results([_result("A"), _result("B", limit=20)])
