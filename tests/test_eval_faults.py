@@ -87,14 +87,16 @@ def _write_result(path, model="A", correct=(0, 1, 2), n=2, ks=(1, 2), **settings
         ("temperature", (0.6, 1.0), "different temperature"),
     ],
 )
-def test_compare_warns_about_different_settings_under_one_label(tmp_path, setting, values, message):
+def test_compare_warns_about_different_settings_under_one_label(tmp_path, capsys, setting, values, message):
     a, b = tmp_path / "a.json", tmp_path / "b.json"
     _write_result(a, **{setting: values[0]})
     _write_result(b, **{setting: values[1]})
     with pytest.warns(UserWarning, match=message) as caught:
         assert cli_main(["compare", str(a), str(b)]) == 0
     text = str(caught[0].message)
-    assert str(a) in text and str(b) in text
+    assert f"{a}: {values[0]!r}" in text and f"{b}: {values[1]!r}" in text
+    table = capsys.readouterr().out
+    assert f"A ({a}) pass@1" in table and f"A ({b}) pass@1" in table  # one label, two columns told apart
 
 
 def _bench(result):
