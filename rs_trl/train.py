@@ -27,10 +27,18 @@ from trl import ModelConfig, TrlParser, get_peft_config, get_quantization_config
 from .config import RSGRPOConfig
 from .data import dataset_names, hub_id, load_math_dataset, load_prompt_dataset
 from .evaluation import greedy_accuracy
-from .offline import resolve_model
+from .offline import check_model_arg, resolve_model
 from .preemption import TrainingInterrupted
 from .rewards import REWARD_FUNCS, get_reward_funcs
-from .run_dir import RunIdentityCallback, parse_resume, prepare_run_dir, run_identity
+from .run_dir import (
+    RunDirLock,
+    RunIdentityCallback,
+    check_output_dir,
+    explain_save_failure,
+    parse_resume,
+    prepare_run_dir,
+    run_identity,
+)
 from .trainer import RSGRPOTrainer
 
 DEMO_RECIPE = "recipes_default/demo.yaml"
@@ -185,6 +193,7 @@ def train(script_args: ScriptArguments, training_args: RSGRPOConfig, model_args)
         raise ValueError(
             "model_name_or_path is required: a Hub id, a local directory or 'offline:SmolLM2-135M-Instruct'."
         )
+    check_model_arg(model_args.model_name_or_path, "model_name_or_path")
     if training_args.max_steps == 0:
         raise ValueError("max_steps must be positive, or -1 to train for num_train_epochs; got 0.")
     check_report_to(training_args.report_to)
@@ -202,7 +211,20 @@ def train(script_args: ScriptArguments, training_args: RSGRPOConfig, model_args)
         raise ValueError("eval_limit > 0 needs a single process; for multi-GPU runs use `rs-trl eval` afterwards.")
 
     identity = run_identity(script_args, training_args, model_args)
+    lock = RunDirLock(training_args.output_dir) if state.is_main_process else None
+    try:
+        return _train_in(lock, state, identity, script_args, training_args, model_args, reward_funcs)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train_in(lock, state, identity, script_args, training_args, model_args, reward_funcs) -> dict:
+    """`train` once its arguments are checked; the main process holds the output directory's lock throughout."""
     with state.main_process_first():  # one process converts/downloads, the others reuse its cache
+        check_output_dir(training_args.output_dir, model_args.model_name_or_path)
+        if lock is not None:
+            lock.acquire()
         checkpoint = prepare_run_dir(
             training_args.output_dir,
             parse_resume(training_args.resume_from_checkpoint),
@@ -257,7 +279,16 @@ def train(script_args: ScriptArguments, training_args: RSGRPOConfig, model_args)
         metrics["eval_problems"] = len(eval_dataset)
     metrics["log_history"] = trainer.state.log_history
 
-    trainer.save_model(training_args.output_dir)
+    try:
+        trainer.save_model(training_args.output_dir)
+    except Exception as error:
+        reason = explain_save_failure(error, training_args.output_dir)
+        if reason is None:
+            raise
+        raise RuntimeError(
+            f"Saving the final model to {training_args.output_dir} failed: {reason}. Training finished; the checkpoints "
+            "saved during it are intact: free space and resume from the last with --resume_from_checkpoint true."
+        ) from error
     # The card links Hub datasets by id; checkpoint-time cards cannot know the dataset, so write the final one here.
     card_dataset = hub_id(script_args.dataset_name) or script_args.dataset_name
     trainer.create_model_card(model_name=Path(training_args.output_dir).name, dataset_name=card_dataset)

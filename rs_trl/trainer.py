@@ -23,7 +23,7 @@ from .model_card import PAPER, add_rs_grpo_section, is_hub_id, name_local_base_m
 from .preemption import CheckpointOnSignal
 from .reward_guard import TALLY_FIELDS, RewardHealth, guard_reward_function, validate_train_dataset
 from .risk_metrics import risk_metrics
-from .run_dir import parse_resume
+from .run_dir import explain_save_failure, parse_resume, warn_if_low_space
 from .trl_bridge import AdvantageGRPOTrainer
 
 logger = logging.getLogger(__name__)
@@ -75,6 +75,15 @@ class RSGRPOTrainer(DynamicSamplingMixin, AdvantageGRPOTrainer):
         validate_train_dataset(
             train_dataset, funcs, needs_prompt=environment_factory is None, rollout_fields=rollout_func is not None
         )
+        prompts_per_batch = args.generation_batch_size // args.num_generations
+        if isinstance(train_dataset, Dataset) and len(train_dataset) < prompts_per_batch:
+            # TRL's sampler drops an incomplete batch: the run would train 0 steps and save the untrained model.
+            raise ValueError(
+                f"train_dataset has {len(train_dataset)} prompts, fewer than one generation batch takes "
+                f"(generation_batch_size {args.generation_batch_size} / num_generations {args.num_generations} = "
+                f"{prompts_per_batch}): training would run 0 steps. Use more prompts, or a smaller "
+                "per_device_train_batch_size or steps_per_generation."
+            )
         columns = getattr(train_dataset, "column_names", None) or []
         if args.dynamic_sampling and {"image", "images"} & set(columns):
             raise ValueError(
@@ -186,18 +195,40 @@ class RSGRPOTrainer(DynamicSamplingMixin, AdvantageGRPOTrainer):
             dynamic_sampling_file = DYNAMIC_SAMPLING_STATE if self.dynamic_sampler is not None else None
             check_resumable(resume_from_checkpoint, rng_file, dynamic_sampling_file)
             self.accelerator.print(f"Resuming from {resume_from_checkpoint}.")
-        if self._checkpoint_on_signal is None:
-            return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
-        self._checkpoint_on_signal.install()
+        if self.is_world_process_zero() and self.args.save_strategy != "no":
+            warn_if_low_space(self.args.output_dir, self._checkpoint_bytes())
+        if self._checkpoint_on_signal is not None:
+            self._checkpoint_on_signal.install()
         try:
             output = super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+        except Exception as error:
+            reason = explain_save_failure(error, self.args.output_dir)
+            if reason is None:
+                raise
+            raise RuntimeError(
+                f"Saving to {self.args.output_dir} failed at step {self.state.global_step}: {reason}. The checkpoints "
+                "saved before are intact: free space (or fix the disk) and resume with --resume_from_checkpoint true."
+            ) from error
         finally:
-            self._checkpoint_on_signal.restore()
-        interruption = self._checkpoint_on_signal.interruption(self.args.output_dir)
+            if self._checkpoint_on_signal is not None:
+                self._checkpoint_on_signal.restore()
+        stopped_by = self._checkpoint_on_signal
+        interruption = stopped_by.interruption(self.args.output_dir) if stopped_by is not None else None
         if interruption is not None:
             self.accelerator.print(str(interruption))
             raise interruption
         return output
+
+    def _checkpoint_bytes(self) -> int:
+        """About what one checkpoint takes on disk: the saved weights (the adapter alone with PEFT) plus AdamW's two
+        float32 moments per trainable parameter (ZeRO-3 keeps a parameter's full size in `ds_numel`)."""
+        parameters = list(self.model.parameters())
+        trainable = [p for p in parameters if p.requires_grad]
+        saved = trainable if getattr(self.model, "peft_config", None) else parameters
+        numel = [getattr(p, "ds_numel", p.numel()) for p in saved]
+        return sum(n * p.element_size() for n, p in zip(numel, saved)) + 8 * sum(
+            getattr(p, "ds_numel", p.numel()) for p in trainable
+        )
 
     def _any_process(self, flag: bool) -> bool:
         """True on every process when `flag` is True on any: they must stop at the same step."""
