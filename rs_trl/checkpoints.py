@@ -10,11 +10,17 @@ import logging
 import zipfile
 from pathlib import Path
 
+import torch
 from safetensors import safe_open
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import sort_checkpoints
 
 logger = logging.getLogger(__name__)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be resumed from. Found before the first step, so `rs-trl train` reports it in one line
+    (other errors raised inside `train()` keep their traceback)."""
 
 
 def incomplete_reason(checkpoint: str | Path) -> str | None:
@@ -53,7 +59,7 @@ def check_readable(checkpoint: str | Path) -> None:
             elif path.suffix == ".json":
                 json.loads(path.read_text(encoding="utf-8"))
         except Exception as error:
-            raise ValueError(
+            raise CheckpointError(
                 f"{path} is corrupt ({type(error).__name__}: {error}); delete {Path(checkpoint).name} to resume from "
                 "the checkpoint before it, or pass --resume_from_checkpoint with another checkpoint."
             ) from None
@@ -63,7 +69,7 @@ def check_resumable(checkpoint: str | Path, rng_file: str, dynamic_sampling_file
     """Refuse an incomplete or corrupt checkpoint; warn, naming the file, when resuming will not be reproducible."""
     reason = incomplete_reason(checkpoint)
     if reason is not None:
-        raise ValueError(
+        raise CheckpointError(
             f"{checkpoint} is incomplete ({reason}); resume from an earlier checkpoint, or pass "
             "--resume_from_checkpoint true to pick the last complete one."
         )
@@ -73,4 +79,15 @@ def check_resumable(checkpoint: str | Path, rng_file: str, dynamic_sampling_file
             logger.warning(
                 f"{Path(checkpoint) / name} is missing: the {role} state cannot be restored, so the resumed run "
                 "will not reproduce an uninterrupted one."
+            )
+
+
+def check_finite_weights(model, checkpoint: str) -> None:
+    """Refuse to resume from weights holding NaN or inf (saved after training diverged): generation would fail deep
+    inside sampling instead. One `isfinite` per parameter, on the device it lives on."""
+    for name, parameter in model.named_parameters():
+        if parameter.numel() and not bool(torch.isfinite(parameter).all()):
+            raise CheckpointError(
+                f"{checkpoint} holds non-finite weights ({name} has NaN or inf): training had diverged when it was "
+                "saved. Resume from an earlier checkpoint (--resume_from_checkpoint PATH)."
             )

@@ -28,6 +28,7 @@ from accelerate.utils import gather_object
 from datasets import IterableDataset
 
 from .advantages import zero_variance_groups
+from .checkpoints import CheckpointError
 
 logger = logging.getLogger(__name__)
 
@@ -160,8 +161,11 @@ class DynamicSampler:
         }
 
     def load_state_dict(self, state: dict):
+        rate = state["zero_variance_rate"]
+        if not (isinstance(rate, (int, float)) and 0 <= rate <= 1):
+            raise ValueError(f"zero_variance_rate must be a number in [0, 1], got {rate!r}")
         self.refill.load_state_dict(state["refill"])
-        self.zero_variance_rate = state["zero_variance_rate"]
+        self.zero_variance_rate = rate
         self.previous_step_empty = state.get("previous_step_empty", False)  # absent in checkpoints before it
 
 
@@ -202,7 +206,7 @@ class RefillSampler:
         return {"pass_index": self.pass_index, "position": self.position, "drawn": self.drawn}
 
     def load_state_dict(self, state: dict):
-        self.pass_index, self.position, self.drawn = state["pass_index"], state["position"], state["drawn"]
+        self.pass_index, self.position, self.drawn = refill_counters(state)
 
 
 class StreamRefill:
@@ -245,8 +249,17 @@ class StreamRefill:
         return {"pass_index": self.pass_index, "position": self.position, "drawn": self.drawn}
 
     def load_state_dict(self, state: dict):
-        self.pass_index, self.position, self.drawn = state["pass_index"], state["position"], state["drawn"]
+        self.pass_index, self.position, self.drawn = refill_counters(state)
         self._rows = None
+
+
+def refill_counters(state: dict) -> tuple[int, int, int]:
+    """(pass_index, position, drawn) of a saved refill state, each a non-negative integer."""
+    values = tuple(state[key] for key in ("pass_index", "position", "drawn"))
+    for key, value in zip(("pass_index", "position", "drawn"), values):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"refill {key} must be a non-negative integer, got {value!r}")
+    return values
 
 
 DYNAMIC_SAMPLING_STATE = "dynamic_sampling_state.json"
@@ -386,4 +399,11 @@ class DynamicSamplingMixin:
         path = os.path.join(folder, DYNAMIC_SAMPLING_STATE)
         if self.dynamic_sampler is not None and os.path.exists(path):
             with open(path) as f:
-                self.dynamic_sampler.load_state_dict(json.load(f))
+                state = json.load(f)
+            try:
+                self.dynamic_sampler.load_state_dict(state)
+            except (KeyError, TypeError, ValueError) as error:
+                raise CheckpointError(
+                    f"{path} is not a dynamic-sampling state ({type(error).__name__}: {error}); resume from another "
+                    "checkpoint, or delete the file to resume with a fresh refill order."
+                ) from None

@@ -24,6 +24,7 @@ from accelerate import PartialState
 from transformers.integrations import get_available_reporting_integrations
 from trl import ModelConfig, TrlParser, get_peft_config, get_quantization_config
 
+from .checkpoints import CheckpointError
 from .config import RSGRPOConfig
 from .data import dataset_names, hub_id, load_math_dataset, load_prompt_dataset
 from .evaluation import greedy_accuracy
@@ -193,7 +194,6 @@ def train(script_args: ScriptArguments, training_args: RSGRPOConfig, model_args)
         raise ValueError(
             "model_name_or_path is required: a Hub id, a local directory or 'offline:SmolLM2-135M-Instruct'."
         )
-    check_model_arg(model_args.model_name_or_path, "model_name_or_path")
     if training_args.max_steps == 0:
         raise ValueError("max_steps must be positive, or -1 to train for num_train_epochs; got 0.")
     check_report_to(training_args.report_to)
@@ -210,6 +210,7 @@ def train(script_args: ScriptArguments, training_args: RSGRPOConfig, model_args)
     if script_args.eval_limit and state.num_processes > 1:
         raise ValueError("eval_limit > 0 needs a single process; for multi-GPU runs use `rs-trl eval` afterwards.")
 
+    check_model_arg(model_args.model_name_or_path, "model_name_or_path")
     identity = run_identity(script_args, training_args, model_args)
     lock = RunDirLock(training_args.output_dir) if state.is_main_process else None
     try:
@@ -269,6 +270,8 @@ def _train_in(lock, state, identity, script_args, training_args, model_args, rew
         )
     try:
         trainer.train(resume_from_checkpoint=checkpoint)
+    except CheckpointError:
+        raise  # found while loading the checkpoint, before any step: a one-line error like the argument checks
     except (ValueError, FileNotFoundError) as error:
         # Not a usage error once training has run: `rs-trl` prints those in one line, this keeps its traceback.
         raise RuntimeError(f"Training stopped at step {trainer.state.global_step}: {error!r}") from error

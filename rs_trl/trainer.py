@@ -15,7 +15,7 @@ from trl import GRPOTrainer
 from trl.trainer.grpo_trainer import EnvironmentFactory, RewardFunc, RolloutFunc
 from trl.trainer.utils import get_config_model_id, is_async_callable
 
-from .checkpoints import check_resumable, last_complete_checkpoint
+from .checkpoints import check_finite_weights, check_resumable, last_complete_checkpoint
 from .config import RSGRPOConfig, differences_from_grpo_config, trains_plain_grpo
 from .dynamic_sampling import DYNAMIC_SAMPLING_STATE, DynamicSamplingMixin
 from .estimators import estimator_params, group_advantages
@@ -163,6 +163,10 @@ class RSGRPOTrainer(DynamicSamplingMixin, AdvantageGRPOTrainer):
         self.log_metrics(mode, risk_metrics(rewards, advantages, info.get("beta"), group_size))
         if mode == "train":
             self._reward_health.end_step(self._reward_errors)
+
+    def load_extra_state(self, folder: str) -> None:
+        super().load_extra_state(folder)
+        check_finite_weights(self.model, folder)
 
     def create_model_card(self, model_name=None, dataset_name=None, tags=None):
         """TRL's card plus an "RS-GRPO settings" section (risk_beta, base model, dataset, update settings).

@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -10,6 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file, save_file
 
 from rs_trl.cli import main as cli_main
 from rs_trl.rewards import completion_text
@@ -186,3 +189,39 @@ def test_a_full_disk_is_warned_before_the_first_step_and_named_when_saving_fails
     ):
         main(_argv(tiny_model_dir, full / "run"))
     assert "less than one checkpoint of this model needs" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        ("nan_weights", r"checkpoint-1 holds non-finite weights \(.* has NaN or inf\)"),
+        ("state_wrong_shape", r"dynamic_sampling_state.json is not a dynamic-sampling state \(KeyError"),
+        (
+            "state_wrong_type",
+            r"dynamic_sampling_state.json is not a dynamic-sampling state .*position must be a non-neg",
+        ),
+    ],
+)
+def test_a_damaged_checkpoint_is_one_line_before_any_step(tiny_model_dir, tmp_path, capsys, damage, message):
+    out = tmp_path / "run"
+    assert main(_argv(tiny_model_dir, out)) == 0
+    checkpoint = out / "checkpoint-1"
+    if damage == "nan_weights":
+        weights = load_file(checkpoint / "model.safetensors")
+        first = sorted(weights)[0]
+        weights[first] = torch.full_like(weights[first], float("nan"))
+        save_file(weights, checkpoint / "model.safetensors", metadata={"format": "pt"})
+    else:
+        state_file = checkpoint / "dynamic_sampling_state.json"
+        state = json.loads(state_file.read_text())
+        if damage == "state_wrong_shape":
+            state = {"refill": state["refill"]}
+        else:
+            state["refill"]["position"] = "9"
+        state_file.write_text(json.dumps(state))
+    capsys.readouterr()
+    assert (
+        cli_main(["train", *_argv(tiny_model_dir, out, "--resume_from_checkpoint", "true", "--max_steps", "2")]) == 2
+    )
+    err = capsys.readouterr().err
+    assert re.search(message, err) and "Traceback" not in err, err
