@@ -164,14 +164,14 @@ def test_recipes_report_only_to_integrations_our_extras_install():
 
 
 def test_tested_configurations_table():
-    """recipes/README.md's table claims "tested on CPU in CI" only where a test in tests/test_cluster.py or
-    tests/test_slurm.py runs it."""
+    """recipes/README.md's table claims "tested on CPU in CI" only where a test in tests/test_cluster.py,
+    tests/test_slurm.py or tests/test_preemption.py runs it."""
     import ast
     import re
 
     cluster_tests = {
         node.name
-        for module in ("test_cluster.py", "test_slurm.py")
+        for module in ("test_cluster.py", "test_slurm.py", "test_preemption.py")
         for node in ast.parse((RECIPES.parent / "tests" / module).read_text()).body
         if isinstance(node, ast.FunctionDef) and node.name.startswith("test_")
     }
