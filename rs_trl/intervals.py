@@ -70,3 +70,29 @@ def transitions(correct_a: Sequence[int], correct_b: Sequence[int]) -> tuple[lis
     newly_solved = [i for i, (a, b) in enumerate(zip(correct_a, correct_b)) if a == 0 and b > 0]
     lost = [i for i, (a, b) in enumerate(zip(correct_a, correct_b)) if a > 0 and b == 0]
     return newly_solved, lost
+
+
+def seed_problem_bootstrap(
+    correct_a: Sequence[Sequence[int]],
+    correct_b: Sequence[Sequence[int]] | None,
+    n: int,
+    ks: Sequence[int],
+    resamples: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[int, tuple[float, float, float]]:
+    """pass@k over training seeds and problems (`correct_a[seed][problem]`), or with `correct_b` the paired difference
+    b − a, with a percentile bootstrap that resamples seeds and problems (the same picks for a and b): the interval
+    carries the seed-to-seed variance as well as the choice of problems. `{k: (estimate, low, high)}`."""
+    values = torch.stack([pass_at_k_per_problem(c, n, ks) for c in correct_a])  # [seeds, problems, ks]
+    if correct_b is not None:
+        if [len(c) for c in correct_b] != [len(c) for c in correct_a]:
+            raise ValueError("paired comparison needs the same seeds and problems for both methods.")
+        values = torch.stack([pass_at_k_per_problem(c, n, ks) for c in correct_b]) - values
+    generator = torch.Generator().manual_seed(seed)
+    seeds, problems = values.shape[:2]
+    seed_picks = torch.randint(seeds, (resamples, seeds), generator=generator)
+    problem_picks = torch.randint(problems, (resamples, problems), generator=generator)
+    draws = values[seed_picks[:, :, None], problem_picks[:, None, :]].mean(dim=(1, 2))  # [resamples, ks]
+    low, high = _percentiles(draws, level)
+    return {k: (estimate, lo, hi) for k, estimate, lo, hi in zip(ks, values.mean(dim=(0, 1)).tolist(), low, high)}

@@ -78,3 +78,22 @@ def test_compare_prints_intervals_paired_differences_and_transitions():
     assert f"[{100 * low:.1f}, {100 * high:.1f}]" in text  # A's pass@1 interval in the table
     assert "pass@1: B − A = +" in text and "beyond noise" in text
     assert f"B newly solves {sum(c == 0 for c in base)} problem(s)" in text and "no longer solves 0" in text
+
+
+def test_seed_problem_bootstrap_widens_with_seed_variance_and_pairs_methods():
+    from rs_trl.intervals import seed_problem_bootstrap
+
+    n, ks = 4, [1, 4]
+    problems = [0, 1, 2, 3, 4] * 8
+    steady = [problems, problems, problems]  # three seeds that agree
+    noisy = [[0] * 40, problems, [4] * 40]  # three seeds that disagree, same mean
+    steady_k1, noisy_k1 = seed_problem_bootstrap(steady, None, n, ks)[1], seed_problem_bootstrap(noisy, None, n, ks)[1]
+    assert steady_k1[0] == pytest.approx(noisy_k1[0]) == pytest.approx(0.5)
+    assert noisy_k1[2] - noisy_k1[1] > 2 * (steady_k1[2] - steady_k1[1])
+    # b = a + 1 correct everywhere: the paired difference is exactly 0.25 at k=1, with no spread.
+    better = [[c + 1 if c < 4 else 4 for c in seed] for seed in steady]
+    estimate, low, high = seed_problem_bootstrap(steady, better, n, ks)[1]
+    expected = sum((min(c + 1, 4) - c) / 4 for c in problems) / len(problems)
+    assert estimate == pytest.approx(expected) and low <= estimate <= high
+    with pytest.raises(ValueError, match="same seeds and problems"):
+        seed_problem_bootstrap(steady, better[:2], n, ks)

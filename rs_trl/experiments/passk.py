@@ -1,79 +1,244 @@
-"""GRPO vs RS-GRPO at pass@k on a real pretrained model, offline on CPU: `rs-trl passk`.
+"""GRPO vs RS-GRPO at pass@k on a real pretrained model, offline on CPU, by a protocol fixed before it ran
+(docs/passk-protocol.md): `rs-trl passk`.
 
-SmolLM2-135M-Instruct (from PyPI) is trained with GRPO (β = 0) and RS-GRPO (β = 2 and a larger β) from the same
-seed, on the same problems, for the same number of steps, with the demo recipe's settings (`rs-trl train`), then
-the base model and each trained model are evaluated with the paper's protocol (`rs_trl.evaluation`: n samples per
-problem, temperature 0.6, top-p 0.95, unbiased pass@k) on held-out problems that training cannot contain. The task
-is generated arithmetic: measured on the base model, pass@1 is low (35%) while pass@8 reaches 100% on 20 problems,
-so there is room for pass@k to be kept or lost. Writes one result directory per model, `comparison.md` (pass@k with
-intervals, paired differences, newly solved and lost problems) and `pass_at_k.png` with every curve.
+SmolLM2-135M-Instruct (from PyPI) is trained on two-digit arithmetic (`max_operand=99`) with each method and each
+seed, with the demo recipe's settings, dynamic sampling off unless asked; every trained model is evaluated on 96
+held-out problems (n=16, T=0.6, top-p 0.95). Before any training, the base model must have headroom on a separate dev
+split of 64 problems: pass@16 in [40%, 85%], or the run stops. Every method is compared with GRPO, paired by seed and
+problem, with a bootstrap over seeds *and* problems, and the decision rule of the protocol is applied.
 
-    rs-trl passk --out results/passk            # the full experiment
-    rs-trl passk --quick --out /tmp/passk       # a few minutes: the same pipeline, tiny budget (CI smoke test)
+Runs are resumable: one result file per method and seed; a rerun skips the finished ones and says so.
+
+    rs-trl passk --out results/passk --seeds 0 1 2              # dynamic sampling off
+    rs-trl passk --out results/passk-ds --seeds 0 1 2 --dynamic-sampling
+    rs-trl passk --quick --out /tmp/passk                        # minutes: the same pipeline at a tiny budget (CI)
 """
 
 import argparse
+import json
+import shutil
 import time
 from importlib import resources
 from pathlib import Path
 
+import torch
+from tqdm.auto import tqdm
+
+from ..data import load_benchmark, load_math_dataset
 from ..evaluation import evaluate_pass_at_k
+from ..intervals import seed_problem_bootstrap
 from ..offline import resolve_model
-from ..reporting import compare_results, plot_pass_at_k
-from ..train import DEMO_RECIPE, parse_args, train
+from ..reporting import RESULTS_FILE, plot_pass_at_k
+from ..rewards import get_reward_funcs
+from ..train import DEMO_RECIPE, parse_args
 
-BENCHMARK = "arithmetic-test"
+BASE_MODEL = "offline:SmolLM2-135M-Instruct"
+MAX_OPERAND = 99
+DEV_PROBLEMS, TEST_PROBLEMS = 64, 96
+DEV_HEADROOM = (0.40, 0.85)  # base pass@16 on the dev split must lie here, else the task is too easy or too hard
+METHODS = {
+    "grpo": {"risk_beta": 0.0},
+    "rs_grpo_b2": {"risk_beta": 2.0},
+    "rs_grpo_b4": {"risk_beta": 4.0},
+    "pkpo_k4": {"advantage_estimator": "pkpo", "pass_k": 4},
+}
+PRIMARY = "rs_grpo_b2"
+# The decision rule, fixed in advance: RS-GRPO β=2's pass@16 gain over GRPO has a 95% lower bound above 0, and its
+# pass@1 change a 95% lower bound above -3 points.
+RULE = {"gain_k": 16, "gain_low_above": 0.0, "cost_k": 1, "cost_low_above": -0.03}
 
 
-def method_name(beta: float) -> str:
-    return "GRPO" if beta == 0 else f"RS-GRPO b={beta:g}"
+def split_problems(quick: bool):
+    """Disjoint dev and test problems from arithmetic's held-out split (which training cannot produce)."""
+    dev, test = (4, 4) if quick else (DEV_PROBLEMS, TEST_PROBLEMS)
+    held_out = load_benchmark("arithmetic-test", limit=dev + test, max_operand=MAX_OPERAND)
+    return held_out.select(range(dev)), held_out.select(range(dev, dev + test))
 
 
-def run(out: Path, betas: list[float], steps: int, n: int, problems: int, max_new_tokens: int) -> str:
-    """Train one model per β, evaluate the base and every trained model, write the comparison; return it."""
-    out.mkdir(parents=True, exist_ok=True)
-    recipe = str(resources.files("rs_trl") / DEMO_RECIPE)
-    models = {"base": "offline:SmolLM2-135M-Instruct"}
-    for beta in betas:
-        name = method_name(beta)
-        model_dir = out / "models" / name.replace(" ", "_")
-        argv = ["--config", recipe, "--risk_beta", str(beta), "--max_steps", str(steps), "--eval_limit", "0"]
-        argv += ["--output_dir", str(model_dir), "--overwrite_output_dir", "true"]
-        train(*parse_args(argv))
-        models[name] = str(model_dir)
-    results = []
-    for name, model in models.items():
-        results.append(
-            evaluate_pass_at_k(
-                str(resolve_model(model)),
-                [BENCHMARK],
-                n=n,
-                limit=problems,
-                max_new_tokens=max_new_tokens,
-                backend="transformers",
-                out_dir=out / "results" / name.replace(" ", "_"),
-                name=name,
-            )
+def evaluation_settings(quick: bool) -> dict:
+    n = 4 if quick else 16
+    return {"n": n, "ks": list(range(1, n + 1)), "temperature": 0.6, "top_p": 0.95, "max_new_tokens": 32}
+
+
+def finished(result_dir: Path) -> dict | None:
+    path = result_dir / RESULTS_FILE
+    if not path.is_file():
+        return None
+    result = json.loads(path.read_text(encoding="utf-8"))
+    return result if not result.get("unfinished") else None
+
+
+def train_and_evaluate(method: str, seed: int, args, test, out: Path) -> dict:
+    """Train one model (the demo recipe, with this method, seed and task), evaluate it on `test`, keep the result
+    and the training log; the weights are deleted afterwards (12+ runs of 0.5 GB each)."""
+    from ..trainer import RSGRPOTrainer  # TRL takes seconds to import; `--help` should not wait for it
+
+    model_dir = out / "models" / f"{method}_seed{seed}"
+    argv = ["--config", str(resources.files("rs_trl") / DEMO_RECIPE), "--seed", str(seed)]
+    argv += ["--max_steps", str(args.steps), "--output_dir", str(model_dir), "--disable_tqdm", "true"]
+    argv += ["--dynamic_sampling", str(args.dynamic_sampling).lower()]
+    for field, value in METHODS[method].items():
+        argv += [f"--{field}", str(value)]
+    script_args, training_args, _ = parse_args(argv)
+    train_set = load_math_dataset(
+        "arithmetic", chat=script_args.chat, limit=script_args.dataset_limit, max_operand=MAX_OPERAND
+    )
+    if model_dir.exists():
+        shutil.rmtree(model_dir)  # an interrupted run's leftovers: this run starts over
+    training_args.model_init_kwargs = {"dtype": torch.float32}
+    trainer = RSGRPOTrainer(
+        model=resolve_model(BASE_MODEL),
+        reward_funcs=get_reward_funcs(script_args.reward_funcs),
+        args=training_args,
+        train_dataset=train_set,
+    )
+    start = time.monotonic()
+    trainer.train()
+    train_seconds = time.monotonic() - start
+    trainer.save_model(str(model_dir))
+    result_dir = out / "results" / f"{method}_seed{seed}"
+    result = evaluate_pass_at_k(
+        str(model_dir),
+        {"test": test},
+        **evaluation_settings(args.quick),
+        seed=seed,
+        backend="transformers",
+        batch_size=64,
+        out_dir=result_dir,
+        name=f"{method} seed {seed}",
+    )
+    (result_dir / "training.json").write_text(
+        json.dumps({"train_seconds": train_seconds, "log_history": trainer.state.log_history}, indent=1)
+    )
+    shutil.rmtree(model_dir)
+    return result
+
+
+def check_headroom(dev, args, out: Path) -> float:
+    """Base pass@16 (pass@n) on the dev split; the protocol stops unless it lies in DEV_HEADROOM."""
+    settings = evaluation_settings(args.quick)
+    result = finished(out / "results" / "base_dev") or evaluate_pass_at_k(
+        resolve_model(BASE_MODEL), {"dev": dev}, **settings, backend="transformers", batch_size=64,
+        out_dir=out / "results" / "base_dev", name="base (dev)",
+    )  # fmt: skip
+    value = result["benchmarks"]["dev"]["pass_at_k"][str(settings["n"])]
+    low, high = DEV_HEADROOM
+    print(
+        f"Base model on the dev split: pass@{settings['n']} = {value:.1%} (protocol: within [{low:.0%}, {high:.0%}])"
+    )
+    if not args.quick and not low <= value <= high:
+        raise ValueError(
+            f"the base model's dev pass@{settings['n']} is {value:.1%}, outside [{low:.0%}, {high:.0%}]: the task has "
+            "no headroom for the comparison the protocol fixes; change the task (docs/passk-protocol.md), not the rule."
         )
-    comparison = compare_results(results, sorted({1, n // 4, n}))
-    (out / "comparison.md").write_text(comparison + "\n", encoding="utf-8")
-    plot_pass_at_k(results, out / "pass_at_k.png")
-    return comparison
+    return value
+
+
+def summarize(results: dict[str, dict[int, dict]], base: dict, out: Path, ks: list[int]) -> dict:
+    """Per method: pass@k averaged over seeds with seed x problem intervals, and the paired difference to GRPO."""
+
+    def counts(result):
+        return [problem["correct"] for problem in result["benchmarks"]["test"]["problems"]]
+
+    n = base["settings"]["n"]
+    seeds = sorted(set.intersection(*(set(by_seed) for by_seed in results.values())))
+    summary = {"seeds": seeds, "n": n, "ks": ks, "methods": {}, "differences": {}}
+    grpo = [counts(results["grpo"][seed]) for seed in seeds]
+    for method, by_seed in results.items():
+        correct = [counts(by_seed[seed]) for seed in seeds]
+        summary["methods"][method] = seed_problem_bootstrap(correct, None, n, ks)
+        if method != "grpo":
+            summary["differences"][method] = seed_problem_bootstrap(grpo, correct, n, ks)
+    summary["methods"]["base"] = seed_problem_bootstrap([counts(base)], None, n, ks)
+    primary = summary["differences"].get(PRIMARY)
+    if primary is not None and RULE["gain_k"] in ks:
+        gain, cost = primary[RULE["gain_k"]], primary[RULE["cost_k"]]
+        summary["decision"] = {
+            "rule": RULE,
+            f"pass@{RULE['gain_k']} difference": gain,
+            f"pass@{RULE['cost_k']} difference": cost,
+            "holds": gain[1] > RULE["gain_low_above"] and cost[1] > RULE["cost_low_above"],
+        }
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    (out / "summary.md").write_text(summary_table(summary) + "\n", encoding="utf-8")
+    curves = [
+        {"model": method, "ks": ks, "average": {str(k): values[k][0] for k in ks}}
+        for method, values in summary["methods"].items()
+    ]
+    plot_pass_at_k(curves, out / "pass_at_k.png")
+    return summary
+
+
+def summary_table(summary: dict) -> str:
+    shown = [k for k in (1, 2, 4, 8, 16) if k in summary["ks"]]
+    lines = [
+        f"pass@k on {TEST_PROBLEMS} held-out problems, n={summary['n']}, mean over seeds {summary['seeds']}; "
+        "[95% bootstrap interval over seeds and problems]",
+        "",
+        "| model | " + " | ".join(f"pass@{k}" for k in shown) + " |",
+        "|---" * (len(shown) + 1) + "|",
+    ]
+    for method, values in summary["methods"].items():
+        lines.append(f"| {method} | " + " | ".join(_cell(values[k]) for k in shown) + " |")
+    lines += ["", "Paired difference to GRPO (same seeds, same problems):", ""]
+    lines += ["| method | " + " | ".join(f"Δpass@{k}" for k in shown) + " |", "|---" * (len(shown) + 1) + "|"]
+    for method, values in summary["differences"].items():
+        lines.append(f"| {method} − grpo | " + " | ".join(_cell(values[k], signed=True) for k in shown) + " |")
+    if "decision" in summary:
+        decision = summary["decision"]
+        lines += [
+            "",
+            f"Decision rule (fixed in advance): {PRIMARY}'s pass@{RULE['gain_k']} gain over GRPO has a lower bound "
+            f"> 0 and its pass@{RULE['cost_k']} change a lower bound > {RULE['cost_low_above'] * 100:g} points: "
+            f"**{'holds' if decision['holds'] else 'does not hold'}**.",
+        ]
+    return "\n".join(lines)
+
+
+def _cell(value, signed: bool = False) -> str:
+    estimate, low, high = (100 * v for v in value)
+    sign = "+" if signed else ""
+    return f"{estimate:{sign}.1f} [{low:{sign}.1f}, {high:{sign}.1f}]"
+
+
+def run(args) -> dict:
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    dev, test = split_problems(args.quick)
+    check_headroom(dev, args, out)
+    settings = evaluation_settings(args.quick)
+    base = finished(out / "results" / "base") or evaluate_pass_at_k(
+        resolve_model(BASE_MODEL), {"test": test}, **settings, backend="transformers", batch_size=64,
+        out_dir=out / "results" / "base", name="base",
+    )  # fmt: skip
+    results: dict[str, dict[int, dict]] = {method: {} for method in args.methods}
+    runs = [(method, seed) for seed in args.seeds for method in args.methods]
+    for method, seed in tqdm(runs, desc="runs (method x seed)", unit="run"):
+        result_dir = out / "results" / f"{method}_seed{seed}"
+        done = finished(result_dir)
+        if done is not None:
+            tqdm.write(f"skipping {method} seed {seed}: finished ({result_dir / RESULTS_FILE})")
+        results[method][seed] = done or train_and_evaluate(method, seed, args, test, out)
+    return summarize(results, base, out, settings["ks"])
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rs-trl passk", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("passk"), help="output directory (default: ./passk)")
-    parser.add_argument("--betas", type=float, nargs="+", default=[0.0, 2.0, 8.0], help="0 is GRPO")
-    parser.add_argument("--steps", type=int, default=24, help="training steps per method")
-    parser.add_argument("--n", type=int, default=16, help="samples per held-out problem")
-    parser.add_argument("--problems", type=int, default=40, help="held-out problems")
-    parser.add_argument("--max-new-tokens", type=int, default=32, help="as in training")
-    parser.add_argument("--quick", action="store_true", help="2 steps, 4 problems, n=4: a smoke test of the pipeline")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training and sampling seeds")
+    parser.add_argument(
+        "--methods", nargs="+", default=["grpo", PRIMARY], choices=list(METHODS), help="grpo is the baseline"
+    )
+    parser.add_argument("--steps", type=int, default=24, help="training steps per run")
+    parser.add_argument("--dynamic-sampling", action="store_true", help="train with DAPO dynamic sampling on")
+    parser.add_argument("--quick", action="store_true", help="2 steps, 4+4 problems, n=4: a smoke test (CI)")
     args = parser.parse_args(argv)
+    if "grpo" not in args.methods:
+        raise ValueError("--methods must include grpo, the baseline every method is compared with.")
     if args.quick:
-        args.steps, args.problems, args.n = 2, 4, 4
+        args.steps = 2
     start = time.monotonic()
-    print(run(args.out, args.betas, args.steps, args.n, args.problems, args.max_new_tokens))
-    print(f"\nwrote {args.out / 'comparison.md'} and {args.out / 'pass_at_k.png'} in {time.monotonic() - start:.0f} s")
+    summary = run(args)
+    print(summary_table(summary))
+    print(f"\nwrote {args.out / 'summary.md'}, summary.json and pass_at_k.png in {time.monotonic() - start:.0f} s")
     return 0
