@@ -1,6 +1,7 @@
 """The 100-armed bandit: landscape, vectorised advantage, lemmas, a shortened run and the CLI."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -190,3 +191,58 @@ def test_cli_methods_write_their_own_json_and_png(tmp_path):
     assert (tmp_path / "bandit_methods.png").stat().st_size > 10_000
     with pytest.raises(ValueError, match="not one of"):
         bandit.main(["--out", str(tmp_path), "--steps", "160", "--methods", "pkpo"])
+
+
+def test_first_to_escape_counts_each_seed_for_its_fastest_runs():
+    results = {
+        "a": {"escape_step": [100, 300, None, None]},
+        "b": {"escape_step": [200, 300, 50, None]},
+        "c": {"escape_step": [None, 400, None, None]},
+    }
+    assert bandit.first_to_escape(results) == {"a": [0, 1], "b": [1, 2], "c": []}
+    rewards = torch.cat([torch.full((2, 1, 2000), 0.5), torch.ones(2, 1, 2000)], dim=-1)
+    rewards[1, :, 2000:2100] = 0.5  # run 1 escapes later
+    summary = bandit.summarize(rewards, ["early", "late"])
+    assert summary["early"]["first_to_escape"] == [0] and summary["late"]["first_to_escape"] == []
+
+
+@pytest.mark.parametrize("beta", [0.0, 2.0, 8.0])
+@pytest.mark.parametrize("p", [0.05, 0.3])
+def test_update_to_gradient_ratio_against_full_enumeration_and_autograd(beta, p):
+    """Three answers (one correct), groups of 4: the expected RS-GRPO update, enumerated over all 3^4 groups with
+    the trainer's advantage, is parallel to the autograd gradient of J, with `update_to_gradient_ratio` as factor."""
+    import itertools
+
+    n = 4
+    # π = [p, 0.6 (1 − p), 0.4 (1 − p)]: the correct answer with probability p, two unequal wrong ones.
+    logits = torch.tensor([math.log(p), math.log(0.6 * (1 - p)), math.log(0.4 * (1 - p))], dtype=torch.float64)
+    logits.requires_grad_(True)
+    rewards = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)
+    probs = torch.softmax(logits, -1)
+    assert probs[0].item() == pytest.approx(p)
+    objective = probs[0] if beta == 0 else torch.log((probs * torch.exp(beta * rewards)).sum()) / beta
+    (gradient,) = torch.autograd.grad(objective, logits)
+    probs = probs.detach()
+    expected = torch.zeros(3, dtype=torch.float64)
+    for group in itertools.product(range(3), repeat=n):
+        chance = torch.prod(probs[list(group)])
+        advantages = risk_sensitive_advantages(rewards[list(group)], n, beta)
+        for answer, advantage in zip(group, advantages):
+            expected += chance * advantage * (torch.nn.functional.one_hot(torch.tensor(answer), 3) - probs) / n
+    ratio = bandit.update_to_gradient_ratio(p, beta, group_size=n)
+    torch.testing.assert_close(expected, ratio * gradient, rtol=1e-9, atol=1e-12)
+    if beta == 0:
+        assert ratio == pytest.approx((n - 1) / n)
+
+
+def test_update_to_gradient_ratio_numbers_quoted_in_the_docs(tmp_path, capsys):
+    assert bandit.update_to_gradient_ratio(0.02, 0.0) == pytest.approx(15 / 16)
+    assert bandit.update_to_gradient_ratio(0.02, 2.0) == pytest.approx(0.711, abs=5e-4)
+    assert bandit.update_to_gradient_ratio(0.02, 8.0) == pytest.approx(0.264, abs=1e-3)
+    assert bandit.update_to_gradient_ratio(0.5, 8.0) == pytest.approx(1.0, abs=1e-3)
+    with pytest.raises(ValueError, match="p"):
+        bandit.update_to_gradient_ratio(0.0, 2.0)
+    assert bandit.main(["--bias", "--out", str(tmp_path)]) == 0
+    table = json.loads((tmp_path / "bandit_bias.json").read_text())["ratio_by_beta_then_p"]
+    assert table["2"]["0.02"] == pytest.approx(0.7107, abs=1e-4) and table["0"]["0.5"] == 0.9375
+    assert "p=0.02" in capsys.readouterr().out

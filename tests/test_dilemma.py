@@ -58,6 +58,8 @@ def test_cli_shortened_run_writes_json_and_png(tmp_path):
     results = json.loads((tmp_path / "dilemma.json").read_text())
     assert set(results["summary"]) == {"before", "beta=0", "beta=4"}
     assert set(results["per_seed"][0]["after"]) == {"0", "4"}
+    assert len(results["per_seed"][0]["after"]["4"]["correct_per_prompt"]) == 2
+    assert set(results["statistics"]["beta=4"]["difference_from_grpo"]) == set(results["summary"]["before"])
     for metrics in results["summary"].values():
         assert 0 <= metrics["pass@1"] <= metrics["pass@16"] <= 1
     assert (tmp_path / "dilemma.png").stat().st_size > 10_000
@@ -84,3 +86,33 @@ def test_risk_seeking_keeps_the_rare_correct_answer_that_grpo_loses():
     assert before["distractor_rate"] > 0.7 and before["pass@1"] < 0.1  # the wrong-leaning warm start
     assert rs["pass@16"] > grpo["pass@16"]
     assert rs["pass@16"] > before["pass@16"]
+
+
+def test_bootstrap_interval_over_seeds_is_reproducible_and_brackets_the_mean():
+    values = [0.1, 0.5, 0.9, 0.4, 0.6]
+    mean, low, high = dilemma.bootstrap_mean_interval(values)
+    assert mean == 0.5 and 0.1 < low < 0.5 < high < 0.9
+    assert dilemma.bootstrap_mean_interval(values) == [mean, low, high]  # seeded
+    assert dilemma.bootstrap_mean_interval([0.3]) == [0.3, 0.3, 0.3]
+
+
+def test_statistics_pair_each_run_with_grpo_on_the_same_seeds():
+    settings = dilemma.DilemmaSettings(seeds=3, betas=[0.0, 2.0], ks=[1, 16], eval_samples=16)
+
+    def row(pass_1, pass_16, correct):
+        return {"pass@1": pass_1, "pass@16": pass_16, "distractor_rate": 0.5, "correct_per_prompt": correct}
+
+    per_seed = [
+        {"before": row(0.1, 0.5, [1, 1]), "after": {"0": row(0.1, 0.4, [0, 3]), "2": row(0.5, 0.9, [9, 2])}},
+        {"before": row(0.1, 0.5, [1, 0]), "after": {"0": row(0.2, 0.6, [1, 0]), "2": row(0.6, 1.0, [16, 9])}},
+        {"before": row(0.1, 0.5, [2, 2]), "after": {"0": row(0.3, 0.5, [0, 0]), "2": row(0.7, 0.8, [1, 1])}},
+    ]
+    stats = dilemma.statistics(per_seed, settings)
+    assert stats["prompts"] == 6 and stats["max_k"] == "pass@16"
+    assert stats["beta=2"]["difference_from_grpo"]["pass@16"][0] == pytest.approx(0.4)
+    assert stats["beta=2"]["difference_from_grpo"]["pass@1"][1] > 0  # +0.4 on every seed: interval [0.4, 0.4]
+    assert "difference_from_grpo" not in stats["beta=0"] and "difference_from_grpo" not in stats["before"]
+    assert stats["beta=0"]["seeds_below_start"] == 1 and stats["beta=2"]["seeds_below_start"] == 0
+    assert stats["beta=0"]["prompts_lost"] == 3 and stats["beta=2"]["prompts_lost"] == 0
+    assert stats["beta=2"]["prompts_majority_correct"] == 3  # 9, 16 and 9 of 16 samples
+    assert stats["beta=0"]["interval"]["pass@16"][0] == 0.5

@@ -6,7 +6,9 @@ every β and seed at once: the whole sweep is one [β, seed, arm] tensor, so one
 is a handful of tensor ops instead of a Python loop over β, seeds and actions.
 
 `rs-trl bandit --out DIR` writes DIR/bandit.json and DIR/bandit.png; `rs-trl bandit --lemmas`
-prints the exact (all actions enumerated) expected updates behind Lemmas 1 and 2.
+prints the exact (all actions enumerated) expected updates behind Lemmas 1 and 2; `rs-trl bandit --bias --out DIR`
+prints, and writes to DIR/bandit_bias.json, how far RS-GRPO's expected group update falls short of the exact
+gradient of its objective on a binary-reward prompt (`update_to_gradient_ratio`).
 """
 
 import argparse
@@ -235,7 +237,24 @@ def summarize(rewards: torch.Tensor, betas: list[float | str]) -> dict[str, dict
                 int(f) + window if e else None for f, e in zip(first[i].tolist(), escaped[i].any(-1).tolist())
             ],
         }
+    for name, seeds in first_to_escape(results).items():
+        results[name]["first_to_escape"] = seeds
     return results
+
+
+def first_to_escape(results: dict[str, dict[str, list]]) -> dict[str, list[int]]:
+    """Per run, the seeds (indices) on which it escaped first among all runs of the table (ties count for each;
+    a seed on which no run escaped counts for none)."""
+    names = list(results)
+    seeds = len(results[names[0]]["escape_step"])
+    firsts = {name: [] for name in names}
+    for seed in range(seeds):
+        steps = {name: results[name]["escape_step"][seed] for name in names}
+        escaped = [step for step in steps.values() if step is not None]
+        for name, step in steps.items():
+            if escaped and step == min(escaped):
+                firsts[name].append(seed)
+    return firsts
 
 
 def plot(run: dict[str, torch.Tensor], betas: list[float | str], path: Path) -> None:
@@ -403,6 +422,75 @@ def _print_lemmas(numbers: dict[str, dict[str, float]], lr: float) -> None:
     )
 
 
+# ---------------------------------------------------------------- RS-GRPO's group update vs its objective's gradient
+
+BIAS_PROBABILITIES = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 0.9)
+BIAS_BETAS = (0.0, 1.0, 2.0, 4.0, 8.0)
+
+
+def objective_gradient(p: float, beta: float) -> float:
+    """dJ/dp for a binary reward (1 correct, 0 not) answered correctly with probability p, where
+    J = (1/β) log E[e^{βr}] = (1/β) log(1 + p (e^β − 1)) (J = p at β = 0): (e^β − 1) / (β (1 + p (e^β − 1)))."""
+    if beta == 0:
+        return 1.0
+    return math.expm1(beta) / (beta * (1 + p * math.expm1(beta)))
+
+
+def expected_update_coefficient(p: float, beta: float, group_size: int = 16) -> float:
+    """The expected RS-GRPO update of one prompt, E[(1/n) Σ_i A_i ∇log π(y_i)], as a multiple of ∇p.
+
+    Exact: the number of correct samples c is Binomial(n, p), and given c the advantages are those of
+    `rs_trl.estimators.group_advantages` (the trainer's estimator) for c ones and n − c zeros. Whatever the
+    parametrisation, E[∇log π(y) | y correct] = ∇p / p and E[∇log π(y) | y wrong] = −∇p / (1 − p), so the
+    update is (1/n) E_c[c A_correct / p − (n − c) A_wrong / (1 − p)] ∇p. Groups with c = 0 or n get A = 0.
+    """
+    n = group_size
+    counts = torch.arange(n + 1)
+    groups = (torch.arange(n).unsqueeze(0) < counts.unsqueeze(1)).to(torch.float64)  # row c: c ones, then zeros
+    advantages = group_advantages(groups.flatten(), n, "rs_grpo", beta=beta).view(n + 1, n)
+    a_correct, a_wrong = advantages[:, 0], advantages[:, -1]
+    c = counts.to(torch.float64)
+    probability = torch.exp(torch.lgamma(torch.tensor(n + 1.0, dtype=torch.float64)) - torch.lgamma(c + 1) - torch.lgamma(n - c + 1)) * (
+        p**c * (1 - p) ** (n - c)
+    )
+    per_group = (c * a_correct / p - (n - c) * a_wrong / (1 - p)) / n
+    return float((probability * per_group).sum())
+
+
+def update_to_gradient_ratio(p: float, beta: float, group_size: int = 16) -> float:
+    """E[RS-GRPO update] / ∇J on a binary-reward prompt solved with probability p, groups of `group_size`.
+
+    Both are multiples of ∇p, so this is one number per (p, β, n), the same in every parametrisation. GRPO (β = 0)
+    gives (n − 1)/n for every p (the group mean includes the sample itself). For β > 0 it falls on hard prompts:
+    a group that holds a correct answer has mean_j e^{βr_j} >= (e^β + n − 1)/n, far above the true
+    E[e^{βr}] = 1 + p(e^β − 1) when p << 1/n, so the correct answer's weight e^{βr}/mean is too small.
+    """
+    if not 0 < p < 1:
+        raise ValueError(f"`p` must be in (0, 1), got {p!r}.")
+    return expected_update_coefficient(p, beta, group_size) / objective_gradient(p, beta)
+
+
+def bias_table(
+    probabilities=BIAS_PROBABILITIES, betas=BIAS_BETAS, group_size: int = 16
+) -> dict[str, dict[str, float]]:
+    """`update_to_gradient_ratio` for every β (outer key, `beta_key`) and p (inner key)."""
+    return {
+        beta_key(beta): {f"{p:g}": round(update_to_gradient_ratio(p, beta, group_size), 4) for p in probabilities}
+        for beta in betas
+    }
+
+
+def _print_bias(table: dict[str, dict[str, float]], group_size: int) -> None:
+    print(
+        f"E[RS-GRPO update] / exact gradient of J = (1/β) log E[exp(β r)], binary reward, groups of {group_size}, "
+        "by β (rows) and p = P(correct) (columns)"
+    )
+    probabilities = list(next(iter(table.values())))
+    print(f"{'':>8}" + "".join(f"{'p=' + p:>9}" for p in probabilities))
+    for beta, row in table.items():
+        print(f"{'β=' + beta:>8}" + "".join(f"{value:>9.3f}" for value in row.values()))
+
+
 # ---------------------------------------------------------------- CLI
 
 
@@ -443,6 +531,12 @@ def _parser() -> argparse.ArgumentParser:
         "pkpo:4 rs_grpo:cosine:8:0 (writes bandit_methods.json/png)",
     )
     parser.add_argument("--lemmas", action="store_true", help="print the Lemma 1-2 numbers and exit")
+    parser.add_argument(
+        "--bias",
+        action="store_true",
+        help="print RS-GRPO's expected update / the exact gradient of its objective (binary reward, groups of "
+        "--batch-size), write OUT/bandit_bias.json and exit",
+    )
     return parser
 
 
@@ -450,6 +544,19 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.lemmas:
         _print_lemmas(lemma_numbers(args.lr), args.lr)
+        return 0
+    if args.bias:
+        table = bias_table(group_size=args.batch_size)
+        _print_bias(table, args.batch_size)
+        args.out.mkdir(parents=True, exist_ok=True)
+        record = {
+            "config": {"group_size": args.batch_size, "rewards": "binary: 1 correct, 0 otherwise"},
+            "definition": "E[(1/n) sum_i A_i grad log pi(y_i)] / grad (1/beta) log E[exp(beta r)], both multiples "
+            "of grad p; exact sum over c ~ Binomial(n, p) with the trainer's rs_grpo advantages",
+            "ratio_by_beta_then_p": table,
+        }
+        (args.out / "bandit_bias.json").write_text(json.dumps(record, indent=2) + "\n")
+        print(f"-> {args.out}/bandit_bias.json")
         return 0
     _validate(args.steps, args.betas, args.seeds, args.batch_size, args.lr)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -487,6 +594,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{beta if args.methods else 'β=' + beta:>22}: final reward {mean_final:.3f} (per seed {result['final_reward']}), "
             f"escaped {len(escapes)}/{len(result['escape_step'])} seeds"
             + (f", median escape step {sorted(escapes)[len(escapes) // 2]}" if escapes else "")
+            + (f", first to escape on seeds {result['first_to_escape']}" if result["first_to_escape"] else "")
         )
     print(
         f"{args.steps} steps x {len(runs)} {'methods' if args.methods else 'betas'} x {args.seeds} seeds in "

@@ -7,7 +7,11 @@ distractor (0.6, the bandit's local peak) and 98 other answers (0.1). The model 
 with GRPO (risk_beta=0) and RS-GRPO (risk_beta>0) for the same steps and seeds. pass@1 and pass@k
 (correct = the exact correct answer) are measured before and after.
 
-`rs-trl dilemma --out DIR` writes DIR/dilemma.json and DIR/dilemma.png.
+`rs-trl dilemma --out DIR` writes DIR/dilemma.json and DIR/dilemma.png. Seeds are the unit of replication: each
+seed is a new model, task, warm start and RL run. Besides the mean over seeds, the JSON's `statistics` holds a 95%
+percentile-bootstrap interval over seeds for every metric, the paired difference of every run from GRPO (same seeds,
+same warm starts) with its interval, how many seeds end below their own pre-RL pass@max-k, and how many
+(seed, prompt) pairs lose the correct answer (sampled before RL, never in the `eval_samples` samples after).
 """
 
 import argparse
@@ -177,6 +181,7 @@ def evaluate(model, tokenizer, task: list[dict[str, str]], settings: DilemmaSett
     model.eval()
     torch.manual_seed(seed)
     totals = {f"pass@{k}": 0.0 for k in settings.ks} | {"distractor_rate": 0.0}
+    correct_per_prompt = []
     for item in task:
         prompt_ids = tokenizer(item["prompt"], return_tensors="pt").input_ids.repeat(settings.eval_samples, 1)
         generated = model.generate(
@@ -192,10 +197,12 @@ def evaluate(model, tokenizer, task: list[dict[str, str]], settings: DilemmaSett
         )
         texts = tokenizer.batch_decode(generated[:, prompt_ids.shape[1] :], skip_special_tokens=True)
         correct = sum(text.strip() == item["correct"] for text in texts)
+        correct_per_prompt.append(correct)
         for k in settings.ks:
             totals[f"pass@{k}"] += pass_at_k(settings.eval_samples, correct, k)
         totals["distractor_rate"] += sum(text.strip() == item["distractor"] for text in texts) / len(texts)
-    return {name: round(value / len(task), 4) for name, value in totals.items()}
+    metrics = {name: round(value / len(task), 4) for name, value in totals.items()}
+    return metrics | {"correct_per_prompt": correct_per_prompt}
 
 
 def train_rl(
@@ -301,6 +308,7 @@ def run_dilemma(settings: DilemmaSettings, progress: bool = True) -> dict:
         "config": asdict(settings),
         "per_seed": per_seed,
         "summary": _summarize(per_seed, settings),
+        "statistics": statistics(per_seed, settings),
     }
 
 
@@ -320,8 +328,78 @@ def _summarize(per_seed: list[dict], settings: DilemmaSettings) -> dict:
     return summary
 
 
+def _metric_names(row: dict) -> list[str]:
+    return [name for name, value in row.items() if isinstance(value, (int, float))]
+
+
 def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
-    return {name: round(sum(row[name] for row in rows) / len(rows), 4) for name in rows[0]}
+    return {name: round(sum(row[name] for row in rows) / len(rows), 4) for name in _metric_names(rows[0])}
+
+
+BOOTSTRAP_RESAMPLES = 10_000
+BOOTSTRAP_LEVEL = 0.95
+
+
+def bootstrap_mean_interval(
+    values: list[float], resamples: int = BOOTSTRAP_RESAMPLES, level: float = BOOTSTRAP_LEVEL, seed: int = 0
+) -> list[float]:
+    """[mean, low, high]: the mean of `values` (one per seed) and its percentile-bootstrap interval (seeds resampled
+    with replacement, `resamples` draws from a generator seeded with `seed`, so it is reproducible). One value gives
+    [v, v, v]."""
+    data = torch.tensor(values, dtype=torch.float64)
+    generator = torch.Generator().manual_seed(seed)
+    means = data[torch.randint(len(data), (resamples, len(data)), generator=generator)].mean(dim=1)
+    tail = (1 - level) / 2
+    low, high = torch.quantile(means, torch.tensor([tail, 1 - tail], dtype=torch.float64)).tolist()
+    return [round(data.mean().item(), 4), round(low, 4), round(high, 4)]
+
+
+def _baseline(settings: DilemmaSettings) -> str | None:
+    """The run the others are paired against: GRPO (β = 0, or the `grpo` method) when it is in the sweep."""
+    runs = _runs(settings)
+    if settings.methods:
+        return "grpo" if "grpo" in runs else None
+    return beta_key(0.0) if beta_key(0.0) in runs else None
+
+
+def statistics(per_seed: list[dict], settings: DilemmaSettings) -> dict:
+    """Uncertainty over seeds, per run (keys as in `summary`):
+
+    - `interval`: every metric's [mean, low, high], 95% percentile bootstrap over seeds (`bootstrap_mean_interval`);
+    - `difference_from_grpo`: every metric's paired (same seed) difference run − GRPO as [mean, low, high]
+      (absent for GRPO itself and without a GRPO run); beyond noise when the interval excludes 0;
+    - `seeds_below_start`: seeds whose pass@max-k after RL is below the same seed's pass@max-k before RL;
+    - `prompts_lost`: (seed, prompt) pairs whose correct answer was sampled before RL and never after;
+    - `prompts_majority_correct`: (seed, prompt) pairs whose correct answer is more than half of the samples;
+    and `prompts` (seeds × prompts) and `max_k`.
+    """
+    top = f"pass@{max(settings.ks)}"
+    baseline = _baseline(settings)
+    rows = {"before": [record["before"] for record in per_seed]}
+    for key in _runs(settings):
+        rows[key if settings.methods else f"beta={key}"] = [record["after"][key] for record in per_seed]
+    before = rows["before"]
+    result = {"prompts": sum(len(record["before"]["correct_per_prompt"]) for record in per_seed), "max_k": top}
+    for name, seeds in rows.items():
+        names = _metric_names(seeds[0])
+        entry = {"interval": {metric: bootstrap_mean_interval([row[metric] for row in seeds]) for metric in names}}
+        reference_name = baseline if settings.methods or baseline is None else f"beta={baseline}"
+        if reference_name is not None and name not in ("before", reference_name):
+            reference = rows[reference_name]
+            entry["difference_from_grpo"] = {
+                metric: bootstrap_mean_interval([row[metric] - ref[metric] for row, ref in zip(seeds, reference)])
+                for metric in names
+            }
+        entry["seeds_below_start"] = sum(row[top] < start[top] for row, start in zip(seeds, before))
+        pairs = [
+            (b, a)
+            for row, start in zip(seeds, before)
+            for b, a in zip(start["correct_per_prompt"], row["correct_per_prompt"])
+        ]
+        entry["prompts_lost"] = sum(b > 0 and a == 0 for b, a in pairs)
+        entry["prompts_majority_correct"] = sum(a > settings.eval_samples / 2 for _, a in pairs)
+        result[name] = entry
+    return result
 
 
 def plot(results: dict, path: Path) -> None:
@@ -414,6 +492,31 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _print_statistics(stats: dict, settings: DilemmaSettings) -> None:
+    top, prompts = stats["max_k"], stats["prompts"]
+    level = f"{BOOTSTRAP_LEVEL:.0%}"
+    print(
+        f"\nmean over {settings.seeds} seeds [{level} bootstrap interval over seeds]; paired difference from GRPO; "
+        f"seeds ending below their pre-RL {top}; of {prompts} (seed, prompt) pairs: correct answer lost, majority"
+    )
+    for name, entry in stats.items():
+        if not isinstance(entry, dict):
+            continue
+        cells = [
+            f"{metric} {m:.3f} [{lo:.3f}, {hi:.3f}]"
+            for metric in ("pass@1", top)
+            for m, lo, hi in [entry["interval"][metric]]
+        ]
+        if "difference_from_grpo" in entry:
+            m, lo, hi = entry["difference_from_grpo"][top]
+            cells.append(f"{top} - GRPO {m:+.3f} [{lo:+.3f}, {hi:+.3f}]")
+        if name != "before":
+            cells.append(f"below start {entry['seeds_below_start']}/{settings.seeds}")
+            cells.append(f"lost {entry['prompts_lost']}/{prompts}")
+        cells.append(f"majority correct {entry['prompts_majority_correct']}/{prompts}")
+        print(f"{name:<20}" + "; ".join(cells))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = DilemmaSettings(
@@ -442,5 +545,6 @@ def main(argv: list[str] | None = None) -> int:
             + "".join(f"{metrics[f'pass@{k}']:>10.3f}" for k in ks)
             + f"{metrics['distractor_rate']:>12.3f}"
         )
+    _print_statistics(results["statistics"], settings)
     print(f"{settings.seeds} seeds in {results['wall_time_s']} s -> {args.out}/{stem}.json, {stem}.png")
     return 0
