@@ -53,7 +53,14 @@ class RSGRPOConfig(GRPOConfig):
         The limit is a SIGALRM timer on the main thread (see `rs_trl.reward_guard.call_with_timeout`): the call is
         never moved to another thread, so signal-based code such as Math-Verify keeps working. A call that raises or
         times out leaves its samples unscored (advantage 0) and is counted in `rewards/<name>/faults_*`; training
-        goes on.
+        goes on. Not a wall-clock limit for a call stuck in one long C call (a native library, a blocking socket
+        read): Python interrupts it only when that C call returns, and the warning then names the function and how
+        long it ran against the limit. Bound such code inside the function (its own client timeouts, a subprocess).
+    stall_warning_seconds (`float` or `None`, *optional*, defaults to `900.0`):
+        Seconds without training progress (a step beginning or ending, a reward call returning) after which every
+        rank prints a stall report: its rank, the global step, the reward function it is inside and its Python
+        stack (`rs_trl.watchdog`), again every period while the stall lasts. Nothing is stopped, as in TRL: a reward
+        that blocks on one rank leaves the others waiting in a collective, and this says where. `None` disables it.
     reward_failure_patience (`int` or `None`, *optional*, defaults to `3`):
         Generation steps in a row in which a reward function failed on every call, or in which no sample got a
         reward from any function, before training stops with an error naming the cause. A failure shorter than
@@ -136,7 +143,15 @@ class RSGRPOConfig(GRPOConfig):
         default=None,
         metadata={
             "help": "Seconds a reward function call may take before its samples are left unscored (None: no limit). "
-            "Enforced with a SIGALRM timer on the main thread; the call itself stays where TRL makes it."
+            "Enforced with a SIGALRM timer on the main thread; the call itself stays where TRL makes it. A call stuck "
+            "in one long C call is interrupted only when it returns to Python (the warning says how long it ran)."
+        },
+    )
+    stall_warning_seconds: float | None = field(
+        default=900.0,
+        metadata={
+            "help": "Seconds without training progress after which every rank prints its step, running reward "
+            "function and stack (nothing is stopped). None: no stall reports."
         },
     )
     reward_failure_patience: int | None = field(
@@ -207,6 +222,9 @@ class RSGRPOConfig(GRPOConfig):
         timeout = self.reward_timeout
         if timeout is not None and not (is_number(timeout) and math.isfinite(timeout) and timeout > 0):
             raise ValueError(f"reward_timeout must be a positive number of seconds or None, got {timeout!r}.")
+        stall = self.stall_warning_seconds
+        if stall is not None and not (is_number(stall) and math.isfinite(stall) and stall > 0):
+            raise ValueError(f"stall_warning_seconds must be a positive number of seconds or None, got {stall!r}.")
         patience = self.reward_failure_patience
         if patience is not None and not is_integer(patience, 1):
             raise ValueError(f"reward_failure_patience must be an integer >= 1 or None, got {patience!r}.")

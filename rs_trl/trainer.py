@@ -25,6 +25,7 @@ from .reward_guard import TALLY_FIELDS, RewardHealth, guard_reward_function, val
 from .risk_metrics import risk_metrics
 from .run_dir import explain_save_failure, parse_resume, warn_if_low_space
 from .trl_bridge import AdvantageGRPOTrainer
+from .watchdog import StallWatchdog
 
 logger = logging.getLogger(__name__)
 
@@ -129,6 +130,7 @@ class RSGRPOTrainer(DynamicSamplingMixin, AdvantageGRPOTrainer):
                 "epsilon_high=None) to train exactly as GRPOTrainer does.",
                 ", ".join(f"{name}={ours!r} (TRL: {theirs!r})" for name, (ours, theirs) in differences.items()),
             )
+        self.add_callback(StallWatchdog(args.stall_warning_seconds))
 
     def on_rewards(self, rewards_per_func: torch.Tensor):
         """Log this round's reward faults per function (`rewards/<name>/faults_<kind>`, samples summed over
