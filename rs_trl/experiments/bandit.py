@@ -488,7 +488,7 @@ def _print_bias(table: dict[str, dict[str, float]], group_size: int) -> None:
     probabilities = list(next(iter(table.values())))
     print(f"{'':>8}" + "".join(f"{'p=' + p:>9}" for p in probabilities))
     for beta, row in table.items():
-        print(f"{'β=' + beta:>8}" + "".join(f"{value:>9.3f}" for value in row.values()))
+        print(f"{'β=' + beta:>8}" + "".join(f"{value:>9.4f}" for value in row.values()))
 
 
 # ---------------------------------------------------------------- CLI
