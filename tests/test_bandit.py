@@ -246,3 +246,13 @@ def test_update_to_gradient_ratio_numbers_quoted_in_the_docs(tmp_path, capsys):
     table = json.loads((tmp_path / "bandit_bias.json").read_text())["ratio_by_beta_then_p"]
     assert table["2"]["0.02"] == pytest.approx(0.7107, abs=1e-4) and table["0"]["0.5"] == 0.9375
     assert "p=0.02" in capsys.readouterr().out
+
+
+def test_adaptive_beta_by_correct_caps_every_group_at_least_half_correct():
+    rows = bandit.adaptive_beta_by_correct(16, target=0.5, max_beta=8.0)
+    assert list(rows) == [str(c) for c in range(1, 16)]
+    assert all(rows[str(c)]["beta"] == 8.0 for c in range(8, 16))  # ESS fraction never falls below c/16 >= 0.5
+    assert all(1.7 < rows[str(c)]["beta"] < 3 and rows[str(c)]["ess_fraction"] == 0.5 for c in range(1, 8))
+    assert all(rows[str(c)]["beta"] < 2 for c in range(1, 5))
+    assert rows["7"]["update_mass"] / rows["8"]["update_mass"] == pytest.approx(2.74, abs=0.01)
+    assert rows["12"]["ess_fraction"] == pytest.approx(0.75, abs=1e-3)

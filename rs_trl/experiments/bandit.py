@@ -8,7 +8,8 @@ is a handful of tensor ops instead of a Python loop over β, seeds and actions.
 `rs-trl bandit --out DIR` writes DIR/bandit.json and DIR/bandit.png; `rs-trl bandit --lemmas`
 prints the exact (all actions enumerated) expected updates behind Lemmas 1 and 2; `rs-trl bandit --bias --out DIR`
 prints, and writes to DIR/bandit_bias.json, how far RS-GRPO's expected group update falls short of the exact
-gradient of its objective on a binary-reward prompt (`update_to_gradient_ratio`).
+gradient of its objective on a binary-reward prompt (`update_to_gradient_ratio`) and which β adaptive β picks for
+each number of correct samples in a group (`adaptive_beta_by_correct`).
 """
 
 import argparse
@@ -21,7 +22,14 @@ import torch
 from matplotlib.ticker import FuncFormatter
 from tqdm.auto import tqdm
 
-from ..estimators import ESTIMATORS, estimator_params, group_advantages, parse_method
+from ..estimators import (
+    ESTIMATORS,
+    adaptive_beta,
+    effective_sample_fraction,
+    estimator_params,
+    group_advantages,
+    parse_method,
+)
 from ..plots import pyplot
 from ._common import beta_key
 
@@ -450,9 +458,9 @@ def expected_update_coefficient(p: float, beta: float, group_size: int = 16) -> 
     advantages = group_advantages(groups.flatten(), n, "rs_grpo", beta=beta).view(n + 1, n)
     a_correct, a_wrong = advantages[:, 0], advantages[:, -1]
     c = counts.to(torch.float64)
-    probability = torch.exp(torch.lgamma(torch.tensor(n + 1.0, dtype=torch.float64)) - torch.lgamma(c + 1) - torch.lgamma(n - c + 1)) * (
-        p**c * (1 - p) ** (n - c)
-    )
+    probability = torch.exp(
+        torch.lgamma(torch.tensor(n + 1.0, dtype=torch.float64)) - torch.lgamma(c + 1) - torch.lgamma(n - c + 1)
+    ) * (p**c * (1 - p) ** (n - c))
     per_group = (c * a_correct / p - (n - c) * a_wrong / (1 - p)) / n
     return float((probability * per_group).sum())
 
@@ -478,6 +486,39 @@ def bias_table(
         beta_key(beta): {f"{p:g}": round(update_to_gradient_ratio(p, beta, group_size), 4) for p in probabilities}
         for beta in betas
     }
+
+
+def adaptive_beta_by_correct(
+    group_size: int = 16, target: float = 0.5, max_beta: float = 8.0, constant_beta: float = 2.0
+) -> dict[str, dict[str, float]]:
+    """For a binary-reward group with c of `group_size` correct (c = 1 .. n − 1): the β that `risk_beta_schedule=
+    "adaptive"` picks (`rs_trl.estimators.adaptive_beta`), the effective sample fraction it reaches, the advantages of
+    a correct and a wrong sample and the group's update mass Σ_i |A_i|; and the same mass at β = `constant_beta`."""
+    n = group_size
+    rows = {}
+    for c in range(1, n):
+        rewards = torch.tensor([[1.0] * c + [0.0] * (n - c)], dtype=torch.float64)
+        beta = adaptive_beta(rewards, target, max_beta)
+        advantages = group_advantages(rewards.flatten(), n, "rs_grpo", beta=beta)
+        constant = group_advantages(rewards.flatten(), n, "rs_grpo", beta=constant_beta)
+        rows[str(c)] = {
+            "beta": round(beta.item(), 4),
+            "ess_fraction": round(effective_sample_fraction(rewards, beta).item(), 4),
+            "advantage_correct": round(advantages[0].item(), 4),
+            "advantage_wrong": round(advantages[-1].item(), 4),
+            "update_mass": round(advantages.abs().sum().item(), 4),
+            f"update_mass_beta_{beta_key(constant_beta)}": round(constant.abs().sum().item(), 4),
+        }
+    return rows
+
+
+def _print_adaptive(rows: dict[str, dict[str, float]], group_size: int, target: float, max_beta: float) -> None:
+    print(
+        f"\nrisk_beta_schedule='adaptive' (target {target:g}, cap {max_beta:g}) on a group with c of {group_size} "
+        "correct (0/1 rewards): β, effective sample fraction, advantages, update mass Σ|A| (and at constant β)"
+    )
+    for c, row in rows.items():
+        print(f"  c={c:>2}: " + ", ".join(f"{name} {value:.4f}" for name, value in row.items()))
 
 
 def _print_bias(table: dict[str, dict[str, float]], group_size: int) -> None:
@@ -535,7 +576,7 @@ def _parser() -> argparse.ArgumentParser:
         "--bias",
         action="store_true",
         help="print RS-GRPO's expected update / the exact gradient of its objective (binary reward, groups of "
-        "--batch-size), write OUT/bandit_bias.json and exit",
+        "--batch-size) and the adaptive β of each number of correct samples, write OUT/bandit_bias.json and exit",
     )
     return parser
 
@@ -548,12 +589,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.bias:
         table = bias_table(group_size=args.batch_size)
         _print_bias(table, args.batch_size)
+        adaptive = adaptive_beta_by_correct(args.batch_size)
+        _print_adaptive(adaptive, args.batch_size, 0.5, 8.0)
         args.out.mkdir(parents=True, exist_ok=True)
         record = {
             "config": {"group_size": args.batch_size, "rewards": "binary: 1 correct, 0 otherwise"},
             "definition": "E[(1/n) sum_i A_i grad log pi(y_i)] / grad (1/beta) log E[exp(beta r)], both multiples "
             "of grad p; exact sum over c ~ Binomial(n, p) with the trainer's rs_grpo advantages",
             "ratio_by_beta_then_p": table,
+            "adaptive_beta_by_correct": {"target_ess": 0.5, "max_beta": 8.0, "groups": adaptive},
         }
         (args.out / "bandit_bias.json").write_text(json.dumps(record, indent=2) + "\n")
         print(f"-> {args.out}/bandit_bias.json")
