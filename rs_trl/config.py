@@ -90,10 +90,14 @@ class RSGRPOConfig(GRPOConfig):
         Optimizer steps over which a `"linear"` or `"cosine"` schedule runs; `None` = the whole run (`max_steps`).
     risk_beta_target_ess (`float`, *optional*, defaults to `0.5`):
         `"adaptive"`: target effective sample size of softmax(β r) as a fraction of the group's samples, in (0, 1].
-        Smaller = larger β (more risk seeking); 1 = β 0 (GRPO).
+        Smaller = larger β (more risk seeking); 1 = β 0 (GRPO). With 0/1 rewards and the defaults, groups less than
+        half correct get β 1.77-2.89 (below 2 for 1-4 of 16 correct: less risk seeking than β = 2 on the hardest
+        prompts); see `risk_beta_max` for the rest (`rs-trl bandit --bias` prints every case).
     risk_beta_max (`float`, *optional*, defaults to `8.0`):
-        `"adaptive"`: the cap on β, used by groups that cannot reach the target below it (e.g. 12 successes in 16:
-        their effective sample fraction never falls below 0.75).
+        `"adaptive"`: the cap on β, used by groups that cannot reach the target below it. A group's effective sample
+        fraction never falls below the share of its samples tied for the best reward, so with 0/1 rewards and
+        target 0.5 every group at least half correct gets the cap: at 16 samples, β jumps from 2.89 (7 correct) to
+        8 (8 correct) and the group's update mass Σ|A| drops 2.7× (5.48 to 2.00).
 
     > Parameters whose defaults differ from [`~trl.GRPOConfig`]
 
