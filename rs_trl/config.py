@@ -37,6 +37,15 @@ class RSGRPOConfig(GRPOConfig):
         dropped (zero-advantage) groups and logs `dynamic_sampling/padded_groups`; `"error"` stops training with
         the fraction of zero-variance groups seen.
 
+    > Parameters that control logging
+
+    log_pass_at_k (`list[int]` or `None`, *optional*, defaults to `None`):
+        The k of the pass@k logged from each batch's groups: `rs/pass@k` over the training groups every step, and
+        `eval_rs/pass@k` over the `num_generations_eval` samples per prompt at each evaluation (with an
+        `eval_dataset`), by the unbiased estimator of Chen et al. (2021). `None`: 1, 2, 4, ... and the group size.
+        k above a batch's group size is skipped. Logged with them: `rs/distinct_answers/mean`, the distinct final
+        answers per group (`rs_trl.diversity.final_answer`), and `rs/frac_groups_one_answer`.
+
     > Parameters that control preemption
 
     checkpoint_on_signal (`bool`, *optional*, defaults to `True`):
@@ -136,6 +145,13 @@ class RSGRPOConfig(GRPOConfig):
             "groups, logged) or 'error'."
         },
     )
+    log_pass_at_k: list[int] | None = field(
+        default=None,
+        metadata={
+            "help": "k of the logged rs/pass@k (training groups) and eval_rs/pass@k (eval groups); None: 1, 2, 4, ... "
+            "and the group size."
+        },
+    )
     checkpoint_on_signal: bool = field(
         default=True,
         metadata={
@@ -223,6 +239,8 @@ class RSGRPOConfig(GRPOConfig):
                 "dynamic_sampling_on_exhaustion must be one of 'pad', 'error', "
                 f"got {self.dynamic_sampling_on_exhaustion!r}."
             )
+        if self.log_pass_at_k is not None and not all(is_integer(k, 1) for k in self.log_pass_at_k):
+            raise ValueError(f"log_pass_at_k must be a list of integers >= 1 or None, got {self.log_pass_at_k!r}.")
         timeout = self.reward_timeout
         if timeout is not None and not (is_number(timeout) and math.isfinite(timeout) and timeout > 0):
             raise ValueError(f"reward_timeout must be a positive number of seconds or None, got {timeout!r}.")

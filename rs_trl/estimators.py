@@ -312,6 +312,12 @@ def unbiased_pass_at_k(correct, scored, k) -> torch.Tensor:
     return torch.where(n > 0, -torch.expm1(log_all_wrong), torch.nan)
 
 
+def default_ks(n: int) -> list[int]:
+    """1, 2, 4, ... up to n (n itself included): the x axis of the paper's pass@k curves."""
+    ks = [2**i for i in range(int(math.log2(n)) + 1)]
+    return ks if ks[-1] == n else ks + [n]
+
+
 # ---------------------------------------------------------------- the registry
 
 

@@ -9,21 +9,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from huggingface_hub.errors import HFValidationError
-from huggingface_hub.utils import validate_repo_id
 from tqdm.auto import tqdm
 
 from .data import benchmark_names, load_benchmark
-from .estimators import unbiased_pass_at_k
+from .estimators import default_ks, unbiased_pass_at_k
 from .generation import BACKENDS, TransformersSampler, make_sampler, resolve_backend
-from .offline import OFFLINE_PREFIX, resolve_model
+from .offline import check_model_arg, resolve_model
 from .reporting import RESULTS_FILE, compare_results, load_results, plot_pass_at_k  # noqa: F401 - public here too
 from .rewards import default_verifier, math_accuracy_reward
 
@@ -43,12 +40,6 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     if c > n:
         raise ValueError(f"`c` ({c}) must be <= `n` ({n}): more correct samples than samples.")
     return unbiased_pass_at_k(c, n, k).item()
-
-
-def default_ks(n: int) -> list[int]:
-    """1, 2, 4, ... up to n (n itself included): the x axis of the paper's pass@k curves."""
-    ks = [2**i for i in range(int(math.log2(n)) + 1)]
-    return ks if ks[-1] == n else ks + [n]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -361,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--save-completions", action="store_true")
     parser.add_argument("--out", required=True, help="output directory")
     args = parser.parse_args(argv)
-    _check_model_arg(args.model)
+    check_model_arg(args.model, "--model")
     results = evaluate_pass_at_k(
         resolve_model(args.model),
         args.benchmarks,
@@ -382,21 +373,3 @@ def main(argv: list[str] | None = None) -> int:
     print(compare_results([results], results["ks"]))
     print(f"wrote {Path(args.out) / RESULTS_FILE} and {Path(args.out) / PLOT_FILE}")
     return 0
-
-
-def _check_model_arg(model: str) -> None:
-    """A missing local model must be one line naming it, not a Hub lookup's traceback."""
-
-    if model.startswith(OFFLINE_PREFIX) or Path(model).exists():
-        return
-    parent = Path(model).parent
-    if parent == Path(".") or not parent.is_dir():  # e.g. org/name, unless ./org exists: then it is a local path
-        try:
-            validate_repo_id(model)
-            return  # a valid Hub id is left to the Hub
-        except HFValidationError:
-            pass
-    raise ValueError(
-        f"--model {model!r}: no such directory, and not a Hub id; pass a local model directory, a Hub id (org/name) "
-        "or offline:SmolLM2-135M-Instruct."
-    )

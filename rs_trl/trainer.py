@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 import torch
+from accelerate.utils import gather_object
 from datasets import Dataset, DatasetDict, IterableDataset, IterableDatasetDict
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, ProcessorMixin, TrainerCallback
 from trl import GRPOTrainer
@@ -17,11 +18,13 @@ from trl.trainer.utils import get_config_model_id, is_async_callable
 
 from .checkpoints import check_finite_weights, check_resumable, last_complete_checkpoint
 from .config import RSGRPOConfig, differences_from_grpo_config, trains_plain_grpo
+from .diversity import distinct_answer_metrics, final_answer
 from .dynamic_sampling import DYNAMIC_SAMPLING_STATE, DynamicSamplingMixin
 from .estimators import estimator_params, group_advantages
 from .model_card import PAPER, add_rs_grpo_section, is_hub_id, name_local_base_model
 from .preemption import CheckpointOnSignal
 from .reward_guard import TALLY_FIELDS, RewardHealth, guard_reward_function, validate_train_dataset
+from .rewards import completion_text
 from .risk_metrics import risk_metrics
 from .run_dir import explain_save_failure, parse_resume, warn_if_low_space
 from .trl_bridge import AdvantageGRPOTrainer
@@ -155,6 +158,15 @@ class RSGRPOTrainer(DynamicSamplingMixin, AdvantageGRPOTrainer):
         if mode == "train":
             self._reward_health.add_round(totals, any_sample_scored=bool((~torch.isnan(rewards_per_func)).any()))
 
+    def on_completions(self, completions: list) -> None:
+        """Log how many different final answers each group gives (`rs/distinct_answers/mean`,
+        `rs/frac_groups_one_answer`): every process's answers are gathered in process order, as TRL gathers the
+        rewards, so groups split across processes are whole again."""
+        answers = gather_object([final_answer(completion_text(c)) for c in completions])
+        mode = "train" if self.model.training else "eval"
+        group_size = self.num_generations if mode == "train" else self.num_generations_eval
+        self.log_metrics(mode, distinct_answer_metrics(answers, group_size))
+
     def compute_advantages(self, rewards: torch.Tensor, group_size: int) -> tuple[torch.Tensor, dict]:
         """The one change w.r.t. GRPOTrainer: the configured estimator's advantage in place of `r - mean`."""
         args = self.args
@@ -162,7 +174,9 @@ class RSGRPOTrainer(DynamicSamplingMixin, AdvantageGRPOTrainer):
         return group_advantages(rewards, group_size, args.advantage_estimator, **params), params
 
     def on_batch_scored(self, mode: str, rewards, advantages, info: dict, group_size: int):
-        self.log_metrics(mode, risk_metrics(rewards, advantages, info.get("beta"), group_size))
+        self.log_metrics(
+            mode, risk_metrics(rewards, advantages, info.get("beta"), group_size, self.args.log_pass_at_k)
+        )
         if mode == "train":
             self._reward_health.end_step(self._reward_errors)
 

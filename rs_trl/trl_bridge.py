@@ -45,6 +45,7 @@ class AdvantageGRPOTrainer(GRPOTrainer):
     which equals the group mean up to round-off when every sample is scored. Subclasses override:
     - `compute_advantages(rewards, group_size) -> (advantages, info)`: the advantage before TRL's std scaling;
     - `on_rewards(rewards_per_func)`: every reward round's gathered rewards (faults, health checks);
+    - `on_completions(completions)`: every reward round's completions on this process (diversity metrics);
     - `on_batch_scored(mode, rewards, advantages, info, group_size)`: once per batch that reaches the loss or eval;
     - `build_training_batch(inputs)`: how a training batch is generated (dynamic sampling overrides it);
     - `save_extra_state(folder)` / `load_extra_state(folder)`: files of their own in each checkpoint.
@@ -62,6 +63,10 @@ class AdvantageGRPOTrainer(GRPOTrainer):
 
     def on_rewards(self, rewards_per_func: torch.Tensor) -> None:
         """Called after every reward round with the rewards of all processes, [samples, reward functions]."""
+
+    def on_completions(self, completions: list) -> None:
+        """Called on every process after every reward round with its own completions (TRL's format: text or a
+        conversation), in the order of the gathered rewards' slice for this process."""
 
     def on_batch_scored(self, mode: str, rewards, advantages, info: dict, group_size: int) -> None:
         """Called once per batch that reaches the loss (`mode="train"`) or the eval loop, with all processes'
@@ -172,6 +177,7 @@ class AdvantageGRPOTrainer(GRPOTrainer):
             # TRL gathers the rewards of all processes here, in global order (`self.accelerator.gather`).
             rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
             self.on_rewards(rewards_per_func)
+            self.on_completions(completions)
         if trl_pass is not None:
             trl_pass.recorded["rewards"] = rewards_per_func
         return rewards_per_func
