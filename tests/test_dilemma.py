@@ -116,3 +116,6 @@ def test_statistics_pair_each_run_with_grpo_on_the_same_seeds():
     assert stats["beta=0"]["prompts_lost"] == 3 and stats["beta=2"]["prompts_lost"] == 0
     assert stats["beta=2"]["prompts_majority_correct"] == 3  # 9, 16 and 9 of 16 samples
     assert stats["beta=0"]["interval"]["pass@16"][0] == 0.5
+    assert list(stats["beta=2"]["difference_from"]) == ["before", "beta=0"]
+    assert stats["beta=2"]["difference_from"]["beta=0"] == stats["beta=2"]["difference_from_grpo"]
+    assert stats["beta=0"]["difference_from"]["before"]["pass@16"][0] == pytest.approx(0.0)

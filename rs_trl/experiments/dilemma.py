@@ -368,6 +368,8 @@ def statistics(per_seed: list[dict], settings: DilemmaSettings) -> dict:
     - `interval`: every metric's [mean, low, high], 95% percentile bootstrap over seeds (`bootstrap_mean_interval`);
     - `difference_from_grpo`: every metric's paired (same seed) difference run − GRPO as [mean, low, high]
       (absent for GRPO itself and without a GRPO run); beyond noise when the interval excludes 0;
+    - `difference_from`: the same paired difference from every run listed before it, "before" (RL's effect)
+      included, so any two runs can be compared on the same seeds;
     - `seeds_below_start`: seeds whose pass@max-k after RL is below the same seed's pass@max-k before RL;
     - `prompts_lost`: (seed, prompt) pairs whose correct answer was sampled before RL and never after;
     - `prompts_majority_correct`: (seed, prompt) pairs whose correct answer is more than half of the samples;
@@ -389,6 +391,16 @@ def statistics(per_seed: list[dict], settings: DilemmaSettings) -> dict:
             entry["difference_from_grpo"] = {
                 metric: bootstrap_mean_interval([row[metric] - ref[metric] for row, ref in zip(seeds, reference)])
                 for metric in names
+            }
+        if name != "before":
+            entry["difference_from"] = {
+                other: {
+                    metric: bootstrap_mean_interval(
+                        [row[metric] - ref[metric] for row, ref in zip(seeds, rows[other])]
+                    )
+                    for metric in names
+                }
+                for other in list(rows)[: list(rows).index(name)]
             }
         entry["seeds_below_start"] = sum(row[top] < start[top] for row, start in zip(seeds, before))
         pairs = [
@@ -510,6 +522,11 @@ def _print_statistics(stats: dict, settings: DilemmaSettings) -> None:
         if "difference_from_grpo" in entry:
             m, lo, hi = entry["difference_from_grpo"][top]
             cells.append(f"{top} - GRPO {m:+.3f} [{lo:+.3f}, {hi:+.3f}]")
+        previous = list(entry.get("difference_from", {}))[-1:]
+        differences = entry.get("difference_from", {})
+        if previous and previous[0] != "before" and differences[previous[0]] != entry.get("difference_from_grpo"):
+            m, lo, hi = entry["difference_from"][previous[0]][top]
+            cells.append(f"{top} - {previous[0]} {m:+.3f} [{lo:+.3f}, {hi:+.3f}]")
         if name != "before":
             cells.append(f"below start {entry['seeds_below_start']}/{settings.seeds}")
             cells.append(f"lost {entry['prompts_lost']}/{prompts}")
