@@ -272,6 +272,11 @@ def _train_in(lock, state, identity, script_args, training_args, model_args, rew
         trainer.train(resume_from_checkpoint=checkpoint)
     except CheckpointError:
         raise  # found while loading the checkpoint, before any step: a one-line error like the argument checks
+    except TrainingInterrupted:
+        # Every rank saved and stops here: leave the process group as a finished run does (gloo's threads can
+        # otherwise abort the interpreter at exit, pytorch/pytorch#179291), then exit for the scheduler.
+        trainer.accelerator.end_training()
+        raise
     except (ValueError, FileNotFoundError) as error:
         # Not a usage error once training has run: `rs-trl` prints those in one line, this keeps its traceback.
         raise RuntimeError(f"Training stopped at step {trainer.state.global_step}: {error!r}") from error

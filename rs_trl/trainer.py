@@ -79,6 +79,11 @@ class RSGRPOTrainer(DynamicSamplingMixin, AdvantageGRPOTrainer):
         validate_train_dataset(
             train_dataset, funcs, needs_prompt=environment_factory is None, rollout_fields=rollout_func is not None
         )
+        columns = getattr(train_dataset, "column_names", None) or []
+        if args.dynamic_sampling and {"image", "images"} & set(columns):
+            raise ValueError(
+                "dynamic_sampling does not support multimodal (image) datasets yet: set dynamic_sampling=False."
+            )
         prompts_per_batch = args.generation_batch_size // args.num_generations
         if isinstance(train_dataset, Dataset) and len(train_dataset) < prompts_per_batch:
             # TRL's sampler drops an incomplete batch: the run would train 0 steps and save the untrained model.
@@ -87,11 +92,6 @@ class RSGRPOTrainer(DynamicSamplingMixin, AdvantageGRPOTrainer):
                 f"(generation_batch_size {args.generation_batch_size} / num_generations {args.num_generations} = "
                 f"{prompts_per_batch}): training would run 0 steps. Use more prompts, or a smaller "
                 "per_device_train_batch_size or steps_per_generation."
-            )
-        columns = getattr(train_dataset, "column_names", None) or []
-        if args.dynamic_sampling and {"image", "images"} & set(columns):
-            raise ValueError(
-                "dynamic_sampling does not support multimodal (image) datasets yet: set dynamic_sampling=False."
             )
         super().__init__(
             model,

@@ -64,7 +64,15 @@ def test_script_arguments_are_trls_plus_ours(tmp_path):
 
 def test_unused_trl_dataset_fields_are_an_error_not_ignored(tmp_path):
     script_args, training_args, model_args = parse_args(
-        ["--output_dir", str(tmp_path), "--dataset_streaming", "true", "--model_name_or_path", "HuggingFaceTB/SmolLM2-135M-Instruct", *ON_CPU]
+        [
+            "--output_dir",
+            str(tmp_path),
+            "--dataset_streaming",
+            "true",
+            "--model_name_or_path",
+            "HuggingFaceTB/SmolLM2-135M-Instruct",
+            *ON_CPU,
+        ]
     )
     with pytest.raises(ValueError, match="dataset_streaming is not supported"):
         train(script_args, training_args, model_args)
