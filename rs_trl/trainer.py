@@ -133,7 +133,8 @@ class RSGRPOTrainer(DynamicSamplingMixin, AdvantageGRPOTrainer):
                 "epsilon_high=None) to train exactly as GRPOTrainer does.",
                 ", ".join(f"{name}={ours!r} (TRL: {theirs!r})" for name, (ours, theirs) in differences.items()),
             )
-        self.add_callback(StallWatchdog(args.stall_warning_seconds))
+        self._stall_watchdog = StallWatchdog(args.stall_warning_seconds)
+        self.add_callback(self._stall_watchdog)
 
     def on_rewards(self, rewards_per_func: torch.Tensor):
         """Log this round's reward faults per function (`rewards/<name>/faults_<kind>`, samples summed over
@@ -230,6 +231,7 @@ class RSGRPOTrainer(DynamicSamplingMixin, AdvantageGRPOTrainer):
                 "saved before are intact: free space (or fix the disk) and resume with --resume_from_checkpoint true."
             ) from error
         finally:
+            self._stall_watchdog.stop()  # also when train() raised, which skips on_train_end
             if self._checkpoint_on_signal is not None:
                 self._checkpoint_on_signal.restore()
         stopped_by = self._checkpoint_on_signal
