@@ -11,7 +11,7 @@ from rs_trl.experiments import passk
 
 
 def test_dev_and_test_problems_are_disjoint_held_out_problems():
-    dev, test = passk.split_problems(quick=False)
+    dev, test = passk.split_problems(quick=False, max_operand=99)
     assert (len(dev), len(test)) == (passk.DEV_PROBLEMS, passk.TEST_PROBLEMS)
     assert not set(dev["problem"]) & set(test["problem"])
     assert {split_of(problem) for problem in [*dev["problem"], *test["problem"]]} == {"test"}  # never trained on
@@ -23,7 +23,7 @@ def test_quick_protocol_trains_evaluates_resumes_and_decides(tmp_path, capsys):
     argv = ["--quick", "--out", str(tmp_path), "--seeds", "0", "1"]
     assert passk.main(argv) == 0
     runs = {path.parent.name for path in (tmp_path / "results").glob("*/pass_at_k.json")}
-    assert runs == {"base_dev", "base", "grpo_seed0", "grpo_seed1", "rs_grpo_b2_seed0", "rs_grpo_b2_seed1"}
+    assert runs == {"base_dev_max99", "base", "grpo_seed0", "grpo_seed1", "rs_grpo_b2_seed0", "rs_grpo_b2_seed1"}
     assert not (tmp_path / "models").exists() or not any((tmp_path / "models").iterdir())  # weights removed
     training = json.loads((tmp_path / "results" / "rs_grpo_b2_seed1" / "training.json").read_text())
     assert [entry["step"] for entry in training["log_history"] if "loss" in entry] == [1, 2]

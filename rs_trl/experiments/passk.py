@@ -1,8 +1,8 @@
 """GRPO vs RS-GRPO at pass@k on a real pretrained model, offline on CPU, by a protocol fixed before it ran
 (docs/passk-protocol.md): `rs-trl passk`.
 
-SmolLM2-135M-Instruct (from PyPI) is trained on two-digit arithmetic (`max_operand=99`) with each method and each
-seed, with the demo recipe's settings, dynamic sampling off unless asked; every trained model is evaluated on 96
+SmolLM2-135M-Instruct (from PyPI) is trained on arithmetic (operands up to 99, or 199 or 499: the first where the base
+model has headroom) with each method and each seed, with the demo recipe's settings, dynamic sampling off unless asked; every trained model is evaluated on 96
 held-out problems (n=16, T=0.6, top-p 0.95). Before any training, the base model must have headroom on a separate dev
 split of 64 problems: pass@16 in [40%, 85%], or the run stops. Every method is compared with GRPO, paired by seed and
 problem, with a bootstrap over seeds *and* problems, and the decision rule of the protocol is applied.
@@ -33,7 +33,8 @@ from ..rewards import get_reward_funcs
 from ..train import DEMO_RECIPE, parse_args
 
 BASE_MODEL = "offline:SmolLM2-135M-Instruct"
-MAX_OPERAND = 99
+# Task variants, easiest first: the first whose base dev pass@16 lies in DEV_HEADROOM is the task (protocol amendment 1).
+MAX_OPERANDS = (99, 199, 499)
 DEV_PROBLEMS, TEST_PROBLEMS = 64, 96
 DEV_HEADROOM = (0.40, 0.85)  # base pass@16 on the dev split must lie here, else the task is too easy or too hard
 METHODS = {
@@ -48,10 +49,10 @@ PRIMARY = "rs_grpo_b2"
 RULE = {"gain_k": 16, "gain_low_above": 0.0, "cost_k": 1, "cost_low_above": -0.03}
 
 
-def split_problems(quick: bool):
+def split_problems(quick: bool, max_operand: int):
     """Disjoint dev and test problems from arithmetic's held-out split (which training cannot produce)."""
     dev, test = (4, 4) if quick else (DEV_PROBLEMS, TEST_PROBLEMS)
-    held_out = load_benchmark("arithmetic-test", limit=dev + test, max_operand=MAX_OPERAND)
+    held_out = load_benchmark("arithmetic-test", limit=dev + test, max_operand=max_operand)
     return held_out.select(range(dev)), held_out.select(range(dev, dev + test))
 
 
@@ -81,7 +82,7 @@ def train_and_evaluate(method: str, seed: int, args, test, out: Path) -> dict:
         argv += [f"--{field}", str(value)]
     script_args, training_args, _ = parse_args(argv)
     train_set = load_math_dataset(
-        "arithmetic", chat=script_args.chat, limit=script_args.dataset_limit, max_operand=MAX_OPERAND
+        "arithmetic", chat=script_args.chat, limit=script_args.dataset_limit, max_operand=args.max_operand
     )
     if model_dir.exists():
         shutil.rmtree(model_dir)  # an interrupted run's leftovers: this run starts over
@@ -114,27 +115,33 @@ def train_and_evaluate(method: str, seed: int, args, test, out: Path) -> dict:
     return result
 
 
-def check_headroom(dev, args, out: Path) -> float:
-    """Base pass@16 (pass@n) on the dev split; the protocol stops unless it lies in DEV_HEADROOM."""
+def choose_task(args, out: Path) -> int:
+    """The first of MAX_OPERANDS whose base pass@16 (pass@n) on its dev split lies in DEV_HEADROOM; --quick takes the
+    first. Each variant's dev result is kept, so a rerun decides the same way without sampling again."""
     settings = evaluation_settings(args.quick)
-    result = finished(out / "results" / "base_dev") or evaluate_pass_at_k(
-        resolve_model(BASE_MODEL), {"dev": dev}, **settings, backend="transformers", batch_size=64,
-        out_dir=out / "results" / "base_dev", name="base (dev)",
-    )  # fmt: skip
-    value = result["benchmarks"]["dev"]["pass_at_k"][str(settings["n"])]
     low, high = DEV_HEADROOM
-    print(
-        f"Base model on the dev split: pass@{settings['n']} = {value:.1%} (protocol: within [{low:.0%}, {high:.0%}])"
-    )
-    if not args.quick and not low <= value <= high:
-        raise ValueError(
-            f"the base model's dev pass@{settings['n']} is {value:.1%}, outside [{low:.0%}, {high:.0%}]: the task has "
-            "no headroom for the comparison the protocol fixes; change the task (docs/passk-protocol.md), not the rule."
+    for max_operand in MAX_OPERANDS:
+        dev, _ = split_problems(args.quick, max_operand)
+        result_dir = out / "results" / f"base_dev_max{max_operand}"
+        result = finished(result_dir) or evaluate_pass_at_k(
+            resolve_model(BASE_MODEL), {"dev": dev}, **settings, backend="transformers", batch_size=64,
+            out_dir=result_dir, name=f"base (dev, max_operand {max_operand})",
+        )  # fmt: skip
+        value = result["benchmarks"]["dev"]["pass_at_k"][str(settings["n"])]
+        inside = low <= value <= high
+        print(
+            f"max_operand {max_operand}: base dev pass@{settings['n']} = {value:.1%} "
+            f"({'inside' if inside else 'outside'} the protocol's [{low:.0%}, {high:.0%}])"
         )
-    return value
+        if inside or args.quick:
+            return max_operand
+    raise ValueError(
+        f"no task variant ({', '.join(map(str, MAX_OPERANDS))}) gives the base model a dev pass@{settings['n']} in "
+        f"[{low:.0%}, {high:.0%}]; the protocol (docs/passk-protocol.md) needs another task, not another rule."
+    )
 
 
-def summarize(results: dict[str, dict[int, dict]], base: dict, out: Path, ks: list[int]) -> dict:
+def summarize(results: dict[str, dict[int, dict]], base: dict, out: Path, ks: list[int], max_operand: int) -> dict:
     """Per method: pass@k averaged over seeds with seed x problem intervals, and the paired difference to GRPO."""
 
     def counts(result):
@@ -142,7 +149,7 @@ def summarize(results: dict[str, dict[int, dict]], base: dict, out: Path, ks: li
 
     n = base["settings"]["n"]
     seeds = sorted(set.intersection(*(set(by_seed) for by_seed in results.values())))
-    summary = {"seeds": seeds, "n": n, "ks": ks, "methods": {}, "differences": {}}
+    summary = {"max_operand": max_operand, "seeds": seeds, "n": n, "ks": ks, "methods": {}, "differences": {}}
     grpo = [counts(results["grpo"][seed]) for seed in seeds]
     for method, by_seed in results.items():
         correct = [counts(by_seed[seed]) for seed in seeds]
@@ -173,7 +180,8 @@ def summarize(results: dict[str, dict[int, dict]], base: dict, out: Path, ks: li
 def summary_table(summary: dict) -> str:
     shown = [k for k in (1, 2, 4, 8, 16) if k in summary["ks"]]
     lines = [
-        f"pass@k on {TEST_PROBLEMS} held-out problems, n={summary['n']}, mean over seeds {summary['seeds']}; "
+        f"pass@k on {TEST_PROBLEMS} held-out problems (operands up to {summary['max_operand']}), n={summary['n']}, "
+        f"mean over seeds {summary['seeds']}; "
         "[95% bootstrap interval over seeds and problems]",
         "",
         "| model | " + " | ".join(f"pass@{k}" for k in shown) + " |",
@@ -205,8 +213,8 @@ def _cell(value, signed: bool = False) -> str:
 def run(args) -> dict:
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
-    dev, test = split_problems(args.quick)
-    check_headroom(dev, args, out)
+    args.max_operand = choose_task(args, out)
+    _, test = split_problems(args.quick, args.max_operand)
     settings = evaluation_settings(args.quick)
     base = finished(out / "results" / "base") or evaluate_pass_at_k(
         resolve_model(BASE_MODEL), {"test": test}, **settings, backend="transformers", batch_size=64,
@@ -220,7 +228,7 @@ def run(args) -> dict:
         if done is not None:
             tqdm.write(f"skipping {method} seed {seed}: finished ({result_dir / RESULTS_FILE})")
         results[method][seed] = done or train_and_evaluate(method, seed, args, test, out)
-    return summarize(results, base, out, settings["ks"])
+    return summarize(results, base, out, settings["ks"], args.max_operand)
 
 
 def main(argv: list[str] | None = None) -> int:
