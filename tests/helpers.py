@@ -1,6 +1,8 @@
 """Helpers shared by tests (tests import from here and from rs_trl, never from each other)."""
 
 import math
+import socket
+import sys
 from pathlib import Path
 
 import torch
@@ -20,6 +22,20 @@ CPU_OVERRIDES = [
     "--gradient_accumulation_steps", "1", "--max_completion_length", "8", "--dynamic_sampling_max_rounds", "1",
     "--save_strategy", "no", "--logging_steps", "1", "--log_completions", "false",
 ]  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def two_cpu_processes(*command: str) -> list[str]:
+    """`accelerate launch` of `command` (a script and its arguments, or `-m module ...`) on 2 gloo CPU processes with
+    the shipped cpu_gloo.yaml, on a free port."""
+    launch = [sys.executable, "-m", "accelerate.commands.launch"]
+    config = ["--config_file", str(ROOT / "recipes" / "accelerate_configs" / "cpu_gloo.yaml")]
+    return [*launch, *config, "--main_process_port", str(free_port()), *command]
 
 
 def cpu_args(output_dir, **overrides):

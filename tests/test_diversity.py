@@ -4,7 +4,6 @@ saw, on 1 and 2 processes (the eval groups are split across the 2 processes and 
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from collections import defaultdict
@@ -17,6 +16,7 @@ from rs_trl import RSGRPOConfig
 from rs_trl.diversity import distinct_answer_metrics, final_answer
 from rs_trl.estimators import unbiased_pass_at_k
 from rs_trl.risk_metrics import risk_metrics
+from tests.helpers import two_cpu_processes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,12 +64,6 @@ def test_log_pass_at_k_is_validated():
         RSGRPOConfig(output_dir="x", log_pass_at_k=[0, 2])
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("processes", [1, 2])
 def test_eval_logs_pass_at_k_and_distinct_answers_of_whole_groups(tiny_model_dir, tmp_path, processes):
@@ -77,11 +71,7 @@ def test_eval_logs_pass_at_k_and_distinct_answers_of_whole_groups(tiny_model_dir
     if processes == 1:
         command = [sys.executable, *worker]
     else:
-        command = [
-            sys.executable, "-m", "accelerate.commands.launch",
-            "--config_file", str(ROOT / "recipes" / "accelerate_configs" / "cpu_gloo.yaml"),
-            "--main_process_port", str(_free_port()), *worker,
-        ]  # fmt: skip
+        command = two_cpu_processes(*worker)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests" / "scripts")])}
     env |= {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)

@@ -6,7 +6,6 @@ import json
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from rs_trl.checkpoints import incomplete_reason
+from tests.helpers import two_cpu_processes
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
@@ -86,29 +86,20 @@ def test_a_second_signal_stops_at_once(tiny_model_dir, tmp_path):
     assert not (tmp_path / "run" / "checkpoint-3").exists()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_sigterm_to_the_launcher_checkpoints_every_rank_and_resume_finishes_the_run(tiny_model_dir, tmp_path):
     """`rs-trl train` on 2 gloo processes; SIGTERM goes to `accelerate launch` only, which forwards it."""
     out = tmp_path / "run"
 
     def launch(*extra):
-        command = [
-            sys.executable, "-m", "accelerate.commands.launch",
-            "--config_file", str(ROOT / "recipes" / "accelerate_configs" / "cpu_gloo.yaml"),
-            "--main_process_port", str(_free_port()),
+        command = two_cpu_processes(
             "-m", "rs_trl.train", "--model_name_or_path", tiny_model_dir, "--output_dir", str(out),
             "--dataset_name", "arithmetic", "--dataset_limit", "64", "--reward_funcs", "format_reward",
             "--use_cpu", "true", "--bf16", "false", "--report_to", "none", "--gradient_checkpointing", "false",
             "--max_steps", "100", "--per_device_train_batch_size", "4", "--num_generations", "4",
             "--max_completion_length", "8", "--dynamic_sampling", "false", "--save_strategy", "steps",
             "--save_steps", "2", "--logging_steps", "1", *extra,
-        ]  # fmt: skip
+        )  # fmt: skip
         return subprocess.Popen(
             command, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )

@@ -18,16 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import CPU_OVERRIDES, PAPER_RECIPE
+from tests.helpers import CPU_OVERRIDES, PAPER_RECIPE, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 DAEMONS = ("munged", "slurmctld", "slurmd", "sbatch", "sinfo", "scontrol")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_for(check, seconds: float, what: str):

@@ -3,7 +3,6 @@
 import importlib.util
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,19 +15,13 @@ from rs_trl import RSGRPOConfig
 from rs_trl.rewards import completion_text, get_reward_funcs
 from rs_trl.tiny import build_tiny_model
 from rs_trl.train import demo_main, parse_args, train
-from tests.helpers import CPU_OVERRIDES, LORA_RECIPE, PAPER_RECIPE
+from tests.helpers import CPU_OVERRIDES, LORA_RECIPE, PAPER_RECIPE, free_port
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 # `rs-trl train` without a recipe takes the fields' own defaults, as `trl grpo` does: TRL's bf16 needs these on CPU.
 ON_CPU = ["--use_cpu", "true", "--bf16", "false"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def length_reward(completions, **kwargs) -> list[float]:
