@@ -22,6 +22,7 @@ from rs_trl import RSGRPOTrainer
 from rs_trl.reward_guard import guard_reward_function
 from rs_trl.tiny import cpu_training_args
 from rs_trl.watchdog import StallWatchdog
+from tests.helpers import two_cpu_processes
 
 REPO = Path(__file__).resolve().parents[1]
 ARGS, STATE = SimpleNamespace(process_index=1), SimpleNamespace(global_step=7)
@@ -159,23 +160,9 @@ def _wait_for_reports(process, ranks, seconds):
 def test_two_processes_both_report_a_reward_blocked_on_rank_1(tiny_model_dir, tmp_path):
     """Rank 1's reward blocks; rank 0 waits in TRL's all_gather. Both ranks print a report naming where they are."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        str(REPO / "tests" / "scripts" / "stall_two_process.py"),
-        tiny_model_dir,
-        str(tmp_path),
-    ]
+    command = two_cpu_processes(
+        str(REPO / "tests" / "scripts" / "stall_two_process.py"), tiny_model_dir, str(tmp_path)
+    )
     process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         lines, seen = _wait_for_reports(process, {0, 1}, seconds=300)
