@@ -1,8 +1,9 @@
 """pass@k evaluation: sample n completions per problem, grade them with Math-Verify, report unbiased pass@k.
 
 `evaluate_pass_at_k` is the library entry point and `rs-trl eval` (`main`) its command line; the samplers are in
-`rs_trl.generation`, tables, intervals and plots (and `rs-trl compare`) in `rs_trl.reporting`. Results are one JSON file per model (per-benchmark and averaged pass@k, and per-problem correct
-counts, so two models can be compared problem by problem) plus a pass@k-vs-k plot.
+`rs_trl.generation`, tables, intervals and plots (and `rs-trl compare`) in `rs_trl.reporting`. Results are one JSON
+file per model (per-benchmark and averaged pass@k, and per-problem correct counts, so two models can be compared
+problem by problem) plus a pass@k-vs-k plot.
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@ A guarded reward function is called exactly where TRL calls it: in the training 
 works under `GRPOTrainer` works here, signal-based timeouts such as Math-Verify's included. A call that raises
 leaves its samples unscored (NaN reward, so advantage 0), and so does one that calls `sys.exit`; None, NaN and
 non-finite rewards (±inf, or beyond float32, which TRL stores rewards in) are unscored samples too. Every event is
-counted per function, and the function running now is recorded in `REWARD_ACTIVITY` for the stall watchdog. A wrong-length or wrong-type result is a bug in user code, not a transient
-fault, so it raises a clear error naming the function.
+counted per function, and the function running now is recorded in `REWARD_ACTIVITY` for the stall watchdog. A
+wrong-length or wrong-type result is a bug in user code, not a transient fault, so it raises a clear error naming the
+function.
 
 `RewardHealth` turns those counts into decisions, on totals summed over all processes so that every process
 decides the same: a function whose every call raised for `patience` generation steps in a row, or steps in which
