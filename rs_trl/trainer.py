@@ -247,10 +247,11 @@ class RSGRPOTrainer(DynamicSamplingMixin, AdvantageGRPOTrainer):
         parameters = list(self.model.parameters())
         trainable = [p for p in parameters if p.requires_grad]
         saved = trainable if getattr(self.model, "peft_config", None) else parameters
-        numel = [getattr(p, "ds_numel", p.numel()) for p in saved]
-        return sum(n * p.element_size() for n, p in zip(numel, saved)) + 8 * sum(
-            getattr(p, "ds_numel", p.numel()) for p in trainable
-        )
+
+        def numel(p):
+            return getattr(p, "ds_numel", p.numel())
+
+        return sum(numel(p) * p.element_size() for p in saved) + 8 * sum(numel(p) for p in trainable)
 
     def _any_process(self, flag: bool) -> bool:
         """True on every process when `flag` is True on any: they must stop at the same step."""
