@@ -8,6 +8,7 @@ off here, and a wrong or malformed answer scores 0.0 instead of raising.
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -27,13 +28,24 @@ def parse_gold(answer: str) -> list:
     return parse(f"${answer}$", EXTRACTION, parsing_timeout=None) or parse(answer, parsing_timeout=None)
 
 
+# A number as an answer is written: an optional sign, digits (thousands commas, a decimal point), or a fraction a/b,
+# \frac{a}{b}; a percent sign may follow.
+_NUMBER = re.compile(r"-?\s*(\d{1,3}(,\d{3})+(\.\d*)?|\d+(\.\d*)?|\.\d+|\d+\s*/\s*\d+|\\[dt]?frac\{\d+\}\{\d+\})\s*(\\?%)?")
+
+
 def grade(completion: str, answer: str) -> float:
     gold = parse_gold(answer)
     if not gold:
         return 0.0
     boxed = last_boxed(completion)  # only the last box: Math-Verify would read several boxes as one set
     pred = parse(completion if boxed is None else f"$\\boxed{{{boxed}}}$", EXTRACTION, parsing_timeout=None)
-    return float(bool(pred) and verify(gold, pred, timeout_seconds=None))
+    if not pred:
+        return 0.0
+    # Math-Verify compares values, so "123 + 45" (the question restated) would equal 168: where the gold answer is a
+    # number, only a number answers it.
+    if _NUMBER.fullmatch(answer.strip()) and not _NUMBER.fullmatch(str(pred[-1]).strip()):
+        return 0.0
+    return float(verify(gold, pred, timeout_seconds=None))
 
 
 def exit_with_parent(parent: int) -> None:

@@ -145,3 +145,22 @@ def test_bad_dotted_reward_paths_are_one_line_errors(path, message):
     with pytest.raises(ValueError, match=message) as error:
         get_reward_funcs([path])
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "completion, answer, expected",
+    [
+        ("To solve this, 123 + 45 =", "168", 0.0),  # the question restated: Math-Verify alone says 168
+        (r"\boxed{123+45}", "168", 0.0),
+        (r"\boxed{2^{10}}", "1024", 0.0),
+        ("123 + 45 = 168.", "168", 1.0),
+        (r"\boxed{168}", "168", 1.0),
+        ("It is 1,024.", "1024", 1.0),
+        (r"\boxed{-3}", "-3", 1.0),
+        (r"\boxed{\frac{3}{4}}", "3/4", 1.0),
+        ("x = 3/4", "0.75", 1.0),
+        (r"\boxed{2\sqrt{3}}", r"2\sqrt{3}", 1.0),  # an expression answers where the gold answer is one
+    ],
+)
+def test_a_number_is_answered_only_by_a_number(completion, answer, expected):
+    assert math_accuracy_reward([completion], [answer]) == [expected]
