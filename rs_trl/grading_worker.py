@@ -30,7 +30,9 @@ def parse_gold(answer: str) -> list:
 
 # A number as an answer is written: an optional sign, digits (thousands commas, a decimal point), or a fraction a/b,
 # \frac{a}{b}; a percent sign may follow.
-_NUMBER = re.compile(r"-?\s*(\d{1,3}(,\d{3})+(\.\d*)?|\d+(\.\d*)?|\.\d+|\d+\s*/\s*\d+|\\[dt]?frac\{\d+\}\{\d+\})\s*(\\?%)?")
+_NUMBER = re.compile(
+    r"-?\s*(\d{1,3}(,\d{3})+(\.\d*)?|\d+(\.\d*)?|\.\d+|\d+\s*/\s*\d+|\\[dt]?frac\{\d+\}\{\d+\})\s*(\\?%)?"
+)
 
 
 def grade(completion: str, answer: str) -> float:

@@ -15,6 +15,8 @@ import shutil
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
@@ -205,6 +207,19 @@ def explain_save_failure(error: BaseException, output_dir: str) -> str | None:
     except OSError:
         return None
     return None
+
+
+@contextmanager
+def disk_failures_explained(output_dir: str, failed: Callable[[], str], advice: str) -> Iterator[None]:
+    """Turns a save that failed for a full or read-only disk into one plain RuntimeError: "{failed()}: {reason}.
+    {advice}"; any other error passes through unchanged."""
+    try:
+        yield
+    except Exception as error:
+        reason = explain_save_failure(error, output_dir)
+        if reason is None:
+            raise
+        raise RuntimeError(f"{failed()}: {reason}. {advice}") from error
 
 
 def _why(error: OSError) -> str:

@@ -35,7 +35,7 @@ from .run_dir import (
     RunDirLock,
     RunIdentityCallback,
     check_output_dir,
-    explain_save_failure,
+    disk_failures_explained,
     parse_resume,
     prepare_run_dir,
     run_identity,
@@ -287,16 +287,13 @@ def _train_in(lock, state, identity, script_args, training_args, model_args, rew
         metrics["eval_problems"] = len(eval_dataset)
     metrics["log_history"] = trainer.state.log_history
 
-    try:
+    with disk_failures_explained(
+        training_args.output_dir,
+        lambda: f"Saving the final model to {training_args.output_dir} failed",
+        "Training finished; the checkpoints saved during it are intact: free space and resume from the last with "
+        "--resume_from_checkpoint true.",
+    ):
         trainer.save_model(training_args.output_dir)
-    except Exception as error:
-        reason = explain_save_failure(error, training_args.output_dir)
-        if reason is None:
-            raise
-        raise RuntimeError(
-            f"Saving the final model to {training_args.output_dir} failed: {reason}. Training finished; the checkpoints "
-            "saved during it are intact: free space and resume from the last with --resume_from_checkpoint true."
-        ) from error
     # The card links Hub datasets by id; checkpoint-time cards cannot know the dataset, so write the final one here.
     card_dataset = hub_id(script_args.dataset_name) or script_args.dataset_name
     trainer.create_model_card(model_name=Path(training_args.output_dir).name, dataset_name=card_dataset)

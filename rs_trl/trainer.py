@@ -26,7 +26,7 @@ from .preemption import CheckpointOnSignal
 from .reward_guard import TALLY_FIELDS, RewardHealth, guard_reward_function, validate_train_dataset
 from .rewards import completion_text
 from .risk_metrics import risk_metrics
-from .run_dir import explain_save_failure, parse_resume, warn_if_low_space
+from .run_dir import disk_failures_explained, parse_resume, warn_if_low_space
 from .trl_bridge import AdvantageGRPOTrainer
 from .watchdog import StallWatchdog
 
@@ -220,16 +220,15 @@ class RSGRPOTrainer(DynamicSamplingMixin, AdvantageGRPOTrainer):
             warn_if_low_space(self.args.output_dir, self._checkpoint_bytes())
         if self._checkpoint_on_signal is not None:
             self._checkpoint_on_signal.install()
+        output_dir = self.args.output_dir
         try:
-            output = super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
-        except Exception as error:
-            reason = explain_save_failure(error, self.args.output_dir)
-            if reason is None:
-                raise
-            raise RuntimeError(
-                f"Saving to {self.args.output_dir} failed at step {self.state.global_step}: {reason}. The checkpoints "
-                "saved before are intact: free space (or fix the disk) and resume with --resume_from_checkpoint true."
-            ) from error
+            with disk_failures_explained(
+                output_dir,
+                lambda: f"Saving to {output_dir} failed at step {self.state.global_step}",
+                "The checkpoints saved before are intact: free space (or fix the disk) and resume with "
+                "--resume_from_checkpoint true.",
+            ):
+                output = super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
         finally:
             self._stall_watchdog.stop()  # also when train() raised, which skips on_train_end
             if self._checkpoint_on_signal is not None:
