@@ -30,6 +30,9 @@ def test_quick_protocol_trains_evaluates_resumes_and_decides(tmp_path, capsys):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["seeds"] == [0, 1] and set(summary["differences"]) == {"rs_grpo_b2"}
     assert set(summary["decision"]) >= {"holds", "rule"}
+    facts = summary["per_seed"]["grpo"]["1"]
+    result = json.loads((tmp_path / "results" / "grpo_seed1" / "pass_at_k.json").read_text())
+    assert facts["pass@4"] == result["benchmarks"]["test"]["pass_at_k"]["4"] and facts["train_minutes"] > 0
     assert "Decision rule (fixed in advance)" in (tmp_path / "summary.md").read_text()
     assert (tmp_path / "pass_at_k.png").stat().st_size > 0
 

@@ -157,6 +157,10 @@ def summarize(results: dict[str, dict[int, dict]], base: dict, out: Path, ks: li
         if method != "grpo":
             summary["differences"][method] = seed_problem_bootstrap(grpo, correct, n, ks)
     summary["methods"]["base"] = seed_problem_bootstrap([counts(base)], None, n, ks)
+    summary["per_seed"] = {
+        method: {str(seed): run_facts(by_seed[seed], out / "results" / f"{method}_seed{seed}", n) for seed in seeds}
+        for method, by_seed in results.items()
+    }
     primary = summary["differences"].get(PRIMARY)
     if primary is not None:
         gain_k = min(RULE["gain_k"], n)  # pass@n at --quick's n=4
@@ -177,6 +181,21 @@ def summarize(results: dict[str, dict[int, dict]], base: dict, out: Path, ks: li
     return summary
 
 
+def run_facts(result: dict, result_dir: Path, n: int) -> dict:
+    """One run at a glance: its test pass@1 and pass@n, the mean training reward over its first and last 4 steps (did
+    it learn?), and its training time."""
+    pass_at_k = result["benchmarks"]["test"]["pass_at_k"]
+    training = json.loads((result_dir / "training.json").read_text(encoding="utf-8"))
+    rewards = [entry["reward"] for entry in training["log_history"] if "reward" in entry]
+    return {
+        "pass@1": pass_at_k["1"],
+        f"pass@{n}": pass_at_k[str(n)],
+        "train_reward_first_4": sum(rewards[:4]) / len(rewards[:4]),
+        "train_reward_last_4": sum(rewards[-4:]) / len(rewards[-4:]),
+        "train_minutes": training["train_seconds"] / 60,
+    }
+
+
 def summary_table(summary: dict) -> str:
     shown = [k for k in (1, 2, 4, 8, 16) if k in summary["ks"]]
     lines = [
@@ -193,6 +212,16 @@ def summary_table(summary: dict) -> str:
     lines += ["| method | " + " | ".join(f"Δpass@{k}" for k in shown) + " |", "|---" * (len(shown) + 1) + "|"]
     for method, values in summary["differences"].items():
         lines.append(f"| {method} − grpo | " + " | ".join(_cell(values[k], signed=True) for k in shown) + " |")
+    n = summary["n"]
+    lines += ["", "Each run (test pass@k; mean training reward over the first and the last 4 steps):", ""]
+    lines += [f"| method | seed | pass@1 | pass@{n} | train reward | train minutes |", "|---|---|---|---|---|---|"]
+    for method, by_seed in summary["per_seed"].items():
+        for seed, facts in by_seed.items():
+            lines.append(
+                f"| {method} | {seed} | {100 * facts['pass@1']:.1f} | {100 * facts[f'pass@{n}']:.1f} | "
+                f"{facts['train_reward_first_4']:.2f} -> {facts['train_reward_last_4']:.2f} | "
+                f"{facts['train_minutes']:.1f} |"
+            )
     if "decision" in summary:
         decision = summary["decision"]
         lines += [
