@@ -14,7 +14,8 @@ from datasets import Dataset
 from rs_trl.reward_guard import REWARD_ACTIVITY, guard_reward_function, validate_train_dataset
 from rs_trl.rewards import math_accuracy_reward
 
-PATHOLOGICAL = r"\boxed{9^{9^{9^{9}}}}"  # sympy compares this for hours
+# sympy compares this with an expression for hours (a number-shaped gold answer rejects it before sympy runs)
+PATHOLOGICAL, EXPRESSION_GOLD = r"\boxed{9^{9^{9^{9}}}}", "x+5"
 
 
 def call(guarded, completions, **columns):
@@ -32,7 +33,7 @@ def test_timed_out_call_leaves_the_next_calls_healthy():
     assert call(guarded, [r"\boxed{1}"], answer=["1"]) == [1.0]  # workers started
     threads = threading.active_count()
     start = time.monotonic()
-    assert call(guarded, [PATHOLOGICAL] * 2, answer=["5", "5"]) == [None, None]
+    assert call(guarded, [PATHOLOGICAL] * 2, answer=[EXPRESSION_GOLD] * 2) == [None, None]
     assert time.monotonic() - start < 5
     assert tally[("math_accuracy_reward", "timeout")] == 2
     assert "reward_timeout" in str(errors["math_accuracy_reward"])
